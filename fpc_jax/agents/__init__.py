@@ -1,0 +1,1 @@
+"""RL agents: REINFORCE (AppleRetrieval) and SAC with fused knowledge retention."""

@@ -1,0 +1,174 @@
+"""Config as data: frozen dataclass schemas from YAML, with validated ``key=value`` overrides.
+
+A schema is a frozen dataclass; each field's ``metadata`` may carry ``help`` (shown in errors and
+``--help``) and ``sweep=True`` (the field accepts a list, which becomes a sweep axis). Configs are
+built once and never mutated (STYLE rule 6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config file or override does not match its schema."""
+
+
+def field_names(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def describe(schema: type) -> str:
+    """One line per field: name, type, default and help."""
+    lines = []
+    for f in dataclasses.fields(schema):
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        sweep = " [sweepable: give a list]" if f.metadata.get("sweep") else ""
+        lines.append(f"  {f.name} = {default!r}  {f.metadata.get('help', '')}{sweep}")
+    return "\n".join(lines)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are YAML (``M=[5,10]``, ``lr=1e-3``, ``name=foo``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+    return out
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of an annotation like ``float``, ``float | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    if origin in (list, tuple):
+        return origin, False
+    return tp, False
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    base, optional = _base_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name}: null is not allowed")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError as e:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from e
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if base in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        (elem,) = typing.get_args(tp)[:1] or (Any,)
+        if elem is Any or elem is Ellipsis:
+            return tuple(value)
+        return tuple(_coerce(name, v, elem) for v in value)
+    return value
+
+
+def build(schema: type[C], *layers: Mapping[str, Any]) -> C:
+    """Build a frozen config from mappings applied in order (file, then CLI overrides).
+
+    Unknown keys and ill-typed values raise ``ConfigError`` naming the valid fields. Sweep fields
+    hold a tuple of values (a scalar becomes a one-element tuple).
+    """
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(
+                    f"unknown config key {key!r}.{hint} Valid keys for {schema.__name__}:\n"
+                    + describe(schema)
+                )
+            merged[key] = value
+    kwargs: dict[str, Any] = {}
+    for key, value in merged.items():
+        f = fields[key]
+        if f.metadata.get("sweep"):
+            values = value if isinstance(value, list | tuple) else [value]
+            if not values:
+                raise ConfigError(f"{key}: a sweep axis needs at least one value")
+            (elem,) = typing.get_args(hints[key])[:1]
+            kwargs[key] = tuple(_coerce(key, v, elem) for v in values)
+        else:
+            if isinstance(value, list) and typing.get_origin(hints[key]) not in (list, tuple):
+                raise ConfigError(f"{key} is not a sweep axis; give a single value, got {value!r}")
+            kwargs[key] = _coerce(key, value, hints[key])
+    try:
+        cfg = schema(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{schema.__name__}: {e}") from e
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()
+    return cfg
+
+
+def load(schema: type[C], path: str | Path | None, overrides: Mapping[str, Any] = ()) -> C:
+    """Load ``path`` (YAML mapping) into ``schema`` and apply ``overrides`` on top."""
+    layers: list[Mapping[str, Any]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
+        layers.append(data)
+    layers.append(dict(overrides))
+    return build(schema, *layers)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-YAML-safe dict of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, tuple | list) else v
+
+    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def dump(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
