@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from fpc_jax.agents.reinforce import ReinforceHyper, ReinforceStatic, make_train
 from fpc_jax.envs.apple_retrieval import AppleParams
@@ -103,12 +104,20 @@ def x_cap_for(max_m: int) -> int:
 
 
 _COMPILED: dict[ReinforceStatic, Any] = {}
+_PROGRESS: list[Any] = []  # the active progress bar, if any (the compiled program calls into it)
+
+
+def _progress(done: Any) -> None:
+    if _PROGRESS:
+        bar = _PROGRESS[-1]
+        bar.update(int(done) - bar.n)
 
 
 def compiled_sweep(static: ReinforceStatic):
     """The jitted ``vmap(train)`` for a static config (cached: a new grid reuses it)."""
     if static not in _COMPILED:
-        _COMPILED[static] = jax.jit(jax.vmap(make_train(static), in_axes=(0, 0, 0)))
+        train = make_train(static, progress=_progress)
+        _COMPILED[static] = jax.jit(jax.vmap(train, in_axes=(0, 0, 0)))
     return _COMPILED[static]
 
 
@@ -136,7 +145,7 @@ def run_inputs(cfg: AppleConfig) -> tuple[ReinforceHyper, AppleParams, jax.Array
     return hyper, params, keys
 
 
-def run(cfg: AppleConfig, log=print) -> dict[str, np.ndarray]:
+def run(cfg: AppleConfig, log=print, progress: bool = False) -> dict[str, np.ndarray]:
     """Run the whole grid x seeds in one compiled call; returns host arrays with leading
     axes (grid point, seed)."""
     hyper, params, keys = run_inputs(cfg)
@@ -150,7 +159,13 @@ def run(cfg: AppleConfig, log=print) -> dict[str, np.ndarray]:
     log(f"[apple] compiled in {t1 - t0:.1f}s; running {n} runs "
         f"({cfg.pretrain_updates}+{cfg.finetune_updates} updates x "
         f"{cfg.episodes_per_update} episodes each) ...")  # fmt: skip
-    out = jax.block_until_ready(compiled(hyper, params, keys))
+    total = cfg.pretrain_updates + cfg.finetune_updates
+    with tqdm.tqdm(total=total, unit="upd", desc="[apple] all runs", disable=not progress) as bar:
+        _PROGRESS.append(bar)
+        try:
+            out = jax.block_until_ready(compiled(hyper, params, keys))
+        finally:
+            _PROGRESS.pop()
     t2 = time.perf_counter()
     log(f"[apple] ran in {t2 - t1:.1f}s")
     shape = (len(cfg.grid), cfg.seeds)
@@ -240,7 +255,7 @@ def main(cfg: AppleConfig, out_dir: str | Path, log=print) -> Path:
     """Run the sweep and write config.yaml, summary.csv, curves.npz, fig3.png, run_info.json."""
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    out = run(cfg, log=log)
+    out = run(cfg, log=log, progress=True)
     rows = summarize(cfg, out)
     results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     np.savez_compressed(

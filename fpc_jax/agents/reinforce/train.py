@@ -75,8 +75,19 @@ def rollout(
     return {**traj, "reached_phase2": reached, "succeeded": jnp.any(traj["success"])}
 
 
-def make_train(static: ReinforceStatic) -> Callable[..., dict[str, jax.Array]]:
-    """Build ``train(hyper, env_params, key) -> outputs`` (unbatched; vmap it over runs)."""
+def make_train(
+    static: ReinforceStatic, progress: Callable[[jax.Array], None] | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """Build ``train(hyper, env_params, key) -> outputs`` (unbatched; vmap it over runs).
+
+    ``progress(updates_done)`` is called from the device loop (``jax.debug.callback``) with an
+    unbatched counter, so under ``vmap`` it fires once per update block, not once per run.
+    """
+
+    def report(done):
+        if progress is not None:
+            jax.debug.callback(progress, done)
+
     env = AppleRetrieval()
     if static.finetune_updates % static.eval_interval:
         raise ValueError("finetune_updates must be a multiple of eval_interval")
@@ -119,27 +130,36 @@ def make_train(static: ReinforceStatic) -> Callable[..., dict[str, jax.Array]]:
         key_pre, key_ft = jax.random.split(key)
         pre_params = params.replace(start_phase=2)
 
-        def pre_step(w, k):
+        def pre_step(w, xs):
+            k, i = xs
             w, stats = update(w, k, hyper, pre_params)
+            report(i + 1)
             return w, stats["batch_success"]
 
         w_pre, pre_success = jax.lax.scan(
             pre_step,
             jnp.asarray(hyper.w_init, jnp.float32),
-            jax.random.split(key_pre, static.pretrain_updates),
+            (
+                jax.random.split(key_pre, static.pretrain_updates),
+                jnp.arange(static.pretrain_updates),
+            ),
         )
         ft_params = params.replace(start_phase=1)
 
-        def ft_block(w, k):
+        def ft_block(w, xs):
+            k, b = xs
             ev = evaluate(w, params)
             w, stats = jax.lax.scan(
                 lambda w, kk: update(w, kk, hyper, ft_params),
                 w,
                 jax.random.split(k, static.eval_interval),
             )
+            report(static.pretrain_updates + (b + 1) * static.eval_interval)
             return w, (ev, stats)
 
-        w_final, (evals, stats) = jax.lax.scan(ft_block, w_pre, jax.random.split(key_ft, n_evals))
+        w_final, (evals, stats) = jax.lax.scan(
+            ft_block, w_pre, (jax.random.split(key_ft, n_evals), jnp.arange(n_evals))
+        )
         last = evaluate(w_final, params)
         curves = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), evals, last)
         per_update = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stats)
