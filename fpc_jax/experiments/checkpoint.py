@@ -1,0 +1,151 @@
+"""Checkpoints: a pre-trained SAC policy (the fine-tuning start point) and resumable run states.
+
+Layout of a policy checkpoint directory::
+
+    meta.json   format version, SAC architecture, env/stage names, how it was made
+    state/      orbax StandardCheckpointer of the SACTrainState arrays (actor, critics, targets,
+                log-alphas, optimizer states, step)
+
+Loading checks the format version and that the architecture matches the one requested, and says
+which field differs. Resumable run states (``save_runs``/``load_runs``) hold a whole batched
+pytree plus the chunk index it was saved after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.update import SACHyper, SACTrainState, init_train_state
+
+FORMAT_VERSION = 1
+_ARCH_FIELDS = (
+    "obs_dim", "act_dim", "num_heads", "hidden_sizes", "first_activation", "hidden_activation",
+)  # fmt: skip
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, of another format, or does not match the requested setup."""
+
+
+def sac_config_to_dict(config: SACConfig) -> dict[str, Any]:
+    d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    d["hidden_sizes"] = list(d["hidden_sizes"])
+    return d
+
+
+def sac_config_from_dict(d: dict[str, Any]) -> SACConfig:
+    return SACConfig(**{**d, "hidden_sizes": tuple(d["hidden_sizes"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyCheckpoint:
+    config: SACConfig
+    state: SACTrainState
+    meta: dict[str, Any]
+
+
+def _abs(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def save_policy(
+    path: str | Path, state: SACTrainState, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists)."""
+    path = _abs(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    arrays = jax.tree.map(jnp.asarray, state)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path / "state", arrays)
+    ckptr.wait_until_finished()
+    full_meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": "fpc_jax.sac_policy",
+        "sac_config": sac_config_to_dict(state.config),
+        **(meta or {}),
+    }
+    (path / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    path = _abs(path)
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise CheckpointError(
+            f"no fpc_jax checkpoint at {str(path)!r} (missing meta.json); "
+            "create one with `fpc-jax pretrain`"
+        )
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {meta.get('format_version')!r}; "
+            f"this fpc_jax reads version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def load_policy(path: str | Path, expected: SACConfig | None = None) -> PolicyCheckpoint:
+    """Load a policy checkpoint; if ``expected`` is given its architecture must match."""
+    path = _abs(path)
+    meta = read_meta(path)
+    config = sac_config_from_dict(meta["sac_config"])
+    if expected is not None:
+        norm = lambda v: tuple(v) if isinstance(v, list | tuple) else v  # noqa: E731
+        diffs = [
+            f"{k}: checkpoint {getattr(config, k)!r} vs requested {getattr(expected, k)!r}"
+            for k in _ARCH_FIELDS
+            if norm(getattr(config, k)) != norm(getattr(expected, k))
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not match the requested network: " + "; ".join(diffs)
+            )
+        config = dataclasses.replace(config, batch_size=expected.batch_size)
+    target = jax.eval_shape(
+        lambda: init_train_state(config, SACHyper.create(config.act_dim), jax.random.key(0))
+    )
+    try:
+        state = ocp.StandardCheckpointer().restore(path / "state", target)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be restored: {e}") from e
+    return PolicyCheckpoint(config=config, state=state, meta=meta)
+
+
+def save_runs(path: str | Path, tree: Any, info: dict[str, Any]) -> None:
+    """Atomically write a batched run-state pytree and ``info`` (e.g. chunks done, config)."""
+    path = _abs(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / "state", jax.tree.map(jnp.asarray, tree))
+    ckptr.wait_until_finished()
+    (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def load_runs(path: str | Path, target: Any) -> tuple[Any, dict[str, Any]]:
+    """Restore a batched run state saved by ``save_runs`` into the structure of ``target``."""
+    path = _abs(path)
+    info = json.loads((path / "info.json").read_text())
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+        tree = ocp.StandardCheckpointer().restore(path / "state", abstract)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"run checkpoint {str(path)!r} does not match this run: {e}") from e
+    return tree, info
