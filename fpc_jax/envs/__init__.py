@@ -1,8 +1,10 @@
 """Environments: pure-JAX envs, host-env adapters and the name registry."""
 
-from fpc_jax.envs import apple_retrieval  # noqa: F401  (registers "apple_retrieval")
-from fpc_jax.envs import metaworld_cpu  # noqa: F401  (registers "metaworld/*", lazy import)
-from fpc_jax.envs import point_sequence  # noqa: F401  (registers "point_sequence")
+from fpc_jax.envs import (
+    apple_retrieval,  # noqa: F401  (registers "apple_retrieval")
+    metaworld_cpu,  # noqa: F401  (registers "metaworld/*", lazy import)
+    point_sequence,  # noqa: F401  (registers "point_sequence")
+)
 from fpc_jax.envs.registry import make, register, registered
 
 __all__ = ["make", "register", "registered"]
