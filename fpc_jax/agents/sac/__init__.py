@@ -1,0 +1,1 @@
+"""Soft actor-critic with per-stage heads and fused knowledge-retention penalties."""
