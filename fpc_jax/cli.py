@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments.checkpoint import CheckpointError
 
 
 def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
@@ -19,12 +20,70 @@ def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
     apple.main(cfg, out)
 
 
+def _study(kind: str):
+    def runner(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+        from fpc_jax.experiments import sac_study, sharding
+
+        sharding.maybe_initialize_distributed()
+        cfg = cfglib.load(sac_study.SACStudyConfig, args.config, overrides)
+        out = args.out or f"runs/toy/{cfg.name}/{kind}"
+        if kind == "pretrain":
+            sac_study.pretrain(cfg, out)
+        else:
+            sac_study.finetune(cfg, out)
+
+    return runner
+
+
+def _sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    from fpc_jax.experiments import robotic_sequence
+
+    cfg = cfglib.load(robotic_sequence.RoboticSequenceConfig, args.config, overrides)
+    robotic_sequence.sweep(cfg, args.out or f"runs/robotic_sequence/{cfg.name}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fpc_jax.experiments import evaluate
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        rows = evaluate.evaluate_policy(args.checkpoint, tasks, args.episodes, args.seed,
+                                        args.workers)  # fmt: skip
+    except (ValueError, CheckpointError) as e:
+        print(f"fpc-jax evaluate: error: {e}", file=sys.stderr)
+        return 2
+    path = evaluate.write_eval_csv(rows, args.out)
+    for task, rate in evaluate.success_rates(rows).items():
+        print(f"{task}: success {rate:.3f} over {args.episodes} episodes")
+    print(f"wrote {path}")
+    return 0
+
+
+def _parse_methods(value: str) -> list[str]:
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
 # name -> (help, runner, schema import path for --help-config)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], None], str]] = {
     "apple": (
         "AppleRetrieval (Fig. 3): pre-train on Phase 2, fine-tune, sweep (M, c) x seeds",
         _apple,
         "fpc_jax.experiments.apple:AppleConfig",
+    ),
+    "pretrain": (
+        "Multi-task SAC on the Far stages of a pure-JAX sequence task; writes a policy checkpoint",
+        _study("pretrain"),
+        "fpc_jax.experiments.sac_study:SACStudyConfig",
+    ),
+    "finetune": (
+        "Fine-tune the pre-trained policy with every method x seed as one vmapped, sharded program",
+        _study("finetune"),
+        "fpc_jax.experiments.sac_study:SACStudyConfig",
+    ),
+    "sweep": (
+        "RoboticSequence on the real Meta-World (CPU): every method x seed from the Far policy",
+        _sweep,
+        "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig",
     ),
 }
 
@@ -52,13 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=None, help="output directory")
         p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides config)")
         p.add_argument("--help-config", action="store_true", help="list config fields and exit")
+        if name in ("finetune", "sweep"):
+            p.add_argument(
+                "--methods",
+                type=_parse_methods,
+                default=None,
+                help="comma-separated methods, e.g. ft,l2,ewc,bc,ks,em,scratch",
+            )
+            p.add_argument("--checkpoint", default=None, help="pre-trained policy directory")
         p.add_argument("overrides", nargs="*", metavar="key=value")
+    ev = sub.add_parser(
+        "evaluate",
+        help="Run Meta-World tasks alone with their heads (deterministic); write DIR/eval.csv",
+    )
+    ev.add_argument("--checkpoint", default=None, help="policy directory (default: packaged asset)")
+    ev.add_argument("--tasks", default="peg-unplug-side-v3,push-wall-v3")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--workers", type=int, default=0)
+    ev.add_argument("--out", type=Path, default=Path("runs/evaluate"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)
     _, runner, schema_path = COMMANDS[args.command]
     if args.help_config:
         print(cfglib.describe(_schema(schema_path)))
@@ -67,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = cfglib.parse_overrides(args.overrides)
         if args.seeds is not None:
             overrides["seeds"] = args.seeds
+        if getattr(args, "methods", None):
+            overrides["methods"] = args.methods
+        if getattr(args, "checkpoint", None):
+            overrides["checkpoint"] = args.checkpoint
         runner(args, overrides)
-    except cfglib.ConfigError as e:
+    except (cfglib.ConfigError, CheckpointError) as e:
         print(f"fpc-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

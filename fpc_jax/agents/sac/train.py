@@ -52,7 +52,9 @@ class LoopStatic:
         if self.steps_per_chunk % self.update_every:
             raise ValueError("steps_per_chunk must be a multiple of update_every")
         if self.episode_mode not in ("sequence", "single"):
-            raise ValueError(f"episode_mode must be 'sequence' or 'single', got {self.episode_mode}")
+            raise ValueError(
+                f"episode_mode must be 'sequence' or 'single', got {self.episode_mode}"
+            )
         if not 0 <= self.em_reserved < self.buffer_capacity:
             raise ValueError("need 0 <= em_reserved < buffer_capacity")
 
@@ -223,8 +225,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             episode_params=_select(done, ep_params, run.episode_params),
             episodes=run.episodes + done,
             stages_solved_sum=run.stages_solved_sum + jnp.where(done, solved, 0),
-            all_solved_sum=run.all_solved_sum
-            + (done & (solved >= run.episode_params.num_stages)),
+            all_solved_sum=run.all_solved_sum + (done & (solved >= run.episode_params.num_stages)),
         )
         return run, reward
 

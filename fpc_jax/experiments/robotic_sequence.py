@@ -1,0 +1,401 @@
+"""RoboticSequence on the real Meta-World (CPU MuJoCo): the paper's fine-tuning study.
+
+Host processes step the physics (``MetaWorldSequenceVec``, one or more envs per run) while one
+jitted, vmapped program acts for every run and one jitted, vmapped program does every run's
+replay writes and SAC updates (``update_every`` x envs-per-run updates per burst: the paper's one
+gradient update per env step per run, whatever the number of envs). Methods x seeds are the runs
+axis, exactly as in the pure-JAX study (``sac_study``), whose results and plotting code this reuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fpc_jax.agents.sac.losses import Batch
+from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init, buffer_sample
+from fpc_jax.agents.sac.train import make_policy, transition_example
+from fpc_jax.agents.sac.update import (
+    SACTrainState,
+    init_train_state,
+    train_state_from_params,
+    update_step,
+)
+from fpc_jax.envs.metaworld_cpu import (
+    DEFAULT_TASKS,
+    MetaWorldSequenceConfig,
+    MetaWorldSequenceVec,
+    check_tasks,
+    single_stage_config,
+)
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import results, sac_study
+from fpc_jax.retention.anchors import make_anchors
+
+OBS_DIM, ACT_DIM = 40, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class RoboticSequenceConfig(sac_study.SACStudyConfig):
+    """Schema of ``configs/robotic_sequence/*.yaml``: the SAC study fields plus the Meta-World
+    sequence. Defaults follow PAPER_FACTS sections 2-4."""
+
+    name: str = sac_study._f("robotic_sequence", "experiment name")
+    env: str = sac_study._f("metaworld/robotic_sequence", "host env (CPU Meta-World)")
+    T: int = sac_study._f(200, "stage time limit (steps)")
+    tasks: tuple[str, ...] = sac_study._f(DEFAULT_TASKS, "the sequence, in order (v3 names)")
+    far_tasks: tuple[str, ...] = sac_study._f(
+        ("peg-unplug-side-v3", "push-wall-v3"), "the pre-trained (Far) tasks"
+    )
+    checkpoint: str = sac_study._f(
+        "asset:robotic_sequence_far", "pre-trained Far policy (directory or asset:NAME)"
+    )
+    envs_per_run: int = sac_study._f(1, "Meta-World envs stepped per run")
+    workers: int = sac_study._f(0, "worker processes stepping physics (0: in-process)")
+    randomization: str = sac_study._f("uniform", "start/goal randomization (uniform | mt1)")
+    eval_episodes: int = sac_study._f(5, "deterministic episodes per stage and per sequence")
+    steps_per_chunk: int = sac_study._f(10_000, "env steps per run between evaluations")
+    pretrain_steps: int = sac_study._f(10_000, "unused here (the Far policy is an asset)")
+    finetune_steps: int = sac_study._f(1_000_000, "env steps of fine-tuning per run")
+    finetune_start_steps: int = sac_study._f(0, "uniform-random env steps at the start")
+
+    def validate(self) -> None:
+        super().validate()
+        try:
+            tasks = check_tasks(self.tasks)
+        except ValueError as e:
+            raise cfglib.ConfigError(str(e)) from e
+        missing = [t for t in self.far_tasks if t not in tasks]
+        if missing:
+            raise cfglib.ConfigError(f"far_tasks {missing} are not in tasks {list(tasks)}")
+        if self.envs_per_run < 1 or self.workers < 0:
+            raise cfglib.ConfigError("envs_per_run must be >= 1 and workers >= 0")
+
+    @property
+    def far_stages(self) -> tuple[int, ...]:
+        return tuple(self.tasks.index(t) for t in self.far_tasks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the Far policy into a sequence with possibly different heads
+
+
+def _remap_head(leaf: jax.Array, fresh: jax.Array, mapping: dict[int, int], per_head: int,
+                axis: int) -> jax.Array:  # fmt: skip
+    """Copy head blocks ``old -> new`` along the output ``axis`` (blocks of ``per_head``)."""
+    out = np.array(fresh)
+    old = np.asarray(leaf)
+    for new_i, old_i in mapping.items():
+        dst = [slice(None)] * out.ndim
+        src = [slice(None)] * out.ndim
+        dst[axis] = slice(new_i * per_head, (new_i + 1) * per_head)
+        src[axis] = slice(old_i * per_head, (old_i + 1) * per_head)
+        out[tuple(dst)] = old[tuple(src)]
+    return jnp.asarray(out)
+
+
+def remap_heads(
+    pre: ckpt.PolicyCheckpoint, config: SACConfig, tasks: tuple[str, ...], key: jax.Array
+) -> tuple[Any, Any, Any, jax.Array]:
+    """(actor, critic, target critic, log_alpha) for ``tasks``: the shared trunk as pre-trained,
+    each head of a task the checkpoint knows copied from it, the other heads freshly initialised.
+    Lets the 4-task asset start the Appendix-F prefix variants (Far pair at other positions)."""
+    old_tasks = list(pre.meta.get("tasks", []))
+    mapping = {j: old_tasks.index(t) for j, t in enumerate(tasks) if t in old_tasks}
+    if not mapping:
+        raise ckpt.CheckpointError(f"checkpoint knows none of the tasks {list(tasks)}")
+    fresh = init_train_state(config, sac_study.sac_hyper(_DEFAULTS, ACT_DIM), key)
+    st = pre.state
+
+    def actor(p, f):
+        head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1)
+                for k in p["head"]}  # fmt: skip
+        return {**p, "head": head}
+
+    def critic(p, f):
+        head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 1, -1) for k in p["head"]}
+        return {**p, "head": head}
+
+    log_alpha = _remap_head(st.log_alpha, fresh.log_alpha, mapping, 1, 0)
+    return (
+        actor(st.actor_params, fresh.actor_params),
+        critic(st.critic_params, fresh.critic_params),
+        critic(st.target_critic_params, fresh.critic_params),
+        log_alpha,
+    )
+
+
+_DEFAULTS = RoboticSequenceConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side rollouts
+
+
+class _Acting:
+    """Jitted policy calls for all runs: params (R, ...), obs (R, E, 40), stage (R, E)."""
+
+    def __init__(self, config: SACConfig) -> None:
+        sample, greedy = make_policy(config)
+        per_env = jax.vmap(sample, in_axes=(None, 0, 0, 0))
+        self.sample = jax.jit(jax.vmap(per_env, in_axes=(0, 0, 0, 0)))
+        self.greedy = jax.jit(jax.vmap(jax.vmap(greedy, in_axes=(None, 0, 0)), in_axes=(0, 0, 0)))
+
+
+def _next_stage(stage_ids: np.ndarray, pos: np.ndarray, info: dict, done: np.ndarray):
+    """Host tracking of the head for the next action (the env reports the stage acted in)."""
+    advance = info["stage_success"].astype(bool) & ~done
+    pos = np.where(done, 0, pos + advance)
+    return stage_ids[np.minimum(pos, len(stage_ids) - 1)], pos
+
+
+def evaluate_runs(
+    acting: _Acting, actor_params: Any, seq: MetaWorldSequenceConfig, runs: int, episodes: int,
+    seed: int, workers: int = 0,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Deterministic success of every run: each stage alone (its head), and the whole sequence."""
+    k = seq.num_stages
+
+    def play(cfg: MetaWorldSequenceConfig, max_steps: int) -> np.ndarray:
+        n = runs * episodes
+        vec = MetaWorldSequenceVec(config=cfg, num_envs=n, seed=seed, workers=min(workers, n))
+        try:
+            obs = vec.reset()
+            ids = np.asarray(cfg.stage_ids)
+            stage, pos = np.full(n, ids[0]), np.zeros(n, int)
+            solved = np.zeros(n)
+            finished = np.zeros(n, bool)
+            for _ in range(max_steps):
+                a = acting.greedy(actor_params, obs.reshape(runs, episodes, OBS_DIM),
+                                  stage.reshape(runs, episodes))  # fmt: skip
+                obs, _, term, trunc, info = vec.step(np.asarray(a).reshape(n, ACT_DIM))
+                done = term | trunc
+                solved = np.where(done & ~finished, info["stages_solved"], solved)
+                finished |= done
+                stage, pos = _next_stage(ids, pos, info, done)
+                if finished.all():
+                    break
+            return solved.reshape(runs, episodes)
+        finally:
+            vec.close()
+
+    alone = np.stack(
+        [(play(single_stage_config(seq, s), seq.T) >= 1).mean(1) for s in range(k)], axis=1
+    )
+    full = play(seq, k * seq.T)
+    return {
+        "stage_success": alone,
+        "all_solved": (full >= k).mean(1),
+        "stages_solved_frac": (full / k).mean(1),
+    }
+
+
+def collect_far_data(
+    acting: _Acting, actor_params: Any, seq: MetaWorldSequenceConfig, far: tuple[int, ...],
+    n: int, seed: int, workers: int = 0, num_envs: int = 10,
+) -> Batch:  # fmt: skip
+    """``n`` transitions of pi* (sampled actions) on each Far stage run alone (equal shares)."""
+    parts = []
+    key = jax.random.key(seed)
+    for j, s in enumerate(far):
+        cfg = single_stage_config(seq, s)
+        vec = MetaWorldSequenceVec(config=cfg, num_envs=num_envs, seed=seed + 1000 * (j + 1),
+                                   workers=min(workers, num_envs))  # fmt: skip
+        want = -(-n // len(far))
+        buf: dict[str, list[np.ndarray]] = {f: [] for f in Batch.__dataclass_fields__}
+        try:
+            obs = vec.reset()
+            stage = np.full(num_envs, cfg.stage_ids[0])
+            while sum(len(x) for x in buf["obs"]) < want:
+                key, k = jax.random.split(key)
+                a = np.asarray(acting.sample(
+                    jax.tree.map(lambda x: x[None], actor_params), obs[None], stage[None],
+                    jax.random.split(k, num_envs)[None],
+                ))[0]  # fmt: skip
+                nxt, r, _, _, info = vec.step(a)
+                for f, v in (("obs", obs), ("action", a), ("reward", r),
+                             ("next_obs", info["final_obs"]),
+                             ("discount_mask", 1.0 - info["stage_terminal"]),
+                             ("stage", info["stage"])):  # fmt: skip
+                    buf[f].append(np.asarray(v))
+                obs = nxt
+        finally:
+            vec.close()
+        parts.append({f: np.concatenate(v)[:want] for f, v in buf.items()})
+    data = {f: np.concatenate([p[f] for p in parts])[:n] for f in parts[0]}
+    return Batch(
+        obs=jnp.asarray(data["obs"], jnp.float32),
+        action=jnp.asarray(data["action"], jnp.float32),
+        reward=jnp.asarray(data["reward"], jnp.float32),
+        next_obs=jnp.asarray(data["next_obs"], jnp.float32),
+        discount_mask=jnp.asarray(data["discount_mask"], jnp.float32),
+        stage=jnp.asarray(data["stage"], jnp.int32),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The study
+
+
+def _make_learn(config: SACConfig, updates: int):
+    """Jitted, vmapped over runs: write a burst of transitions, then ``updates`` SAC updates."""
+
+    def learn(sac: SACTrainState, buf, transitions, anchors, coefs, hyper, key, do_update):
+        buf = buffer_add(buf, transitions)
+
+        def one(s, k):
+            k_batch, k_upd = jax.random.split(k)
+            batch = buffer_sample(buf, k_batch, config.batch_size)
+            return update_step(s, batch, anchors, coefs, hyper, k_upd)
+
+        def run(s):
+            s, m = jax.lax.scan(one, s, jax.random.split(key, updates))
+            return s, jax.tree.map(jnp.mean, m)
+
+        metrics_shape = jax.eval_shape(run, sac)[1]
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), metrics_shape)
+        sac, metrics = jax.lax.cond(do_update, run, lambda s: (s, zeros), sac)
+        return sac, buf, metrics
+
+    in_axes = (0, 0, 0, None, 0, 0, 0, None)
+    return jax.jit(jax.vmap(learn, in_axes=in_axes), donate_argnums=(0, 1))
+
+
+def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
+    """Fine-tune every method x seed on the real Meta-World sequence; write results in out_dir."""
+    out_dir = results.make_run_dir(out_dir)
+    cfglib.dump(cfg, out_dir / "config.yaml")
+    k_heads = len(cfg.tasks)
+    config = SACConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, num_heads=k_heads,
+                       hidden_sizes=tuple(cfg.hidden_sizes),
+                       first_activation=cfg.first_activation,
+                       hidden_activation=cfg.hidden_activation,
+                       batch_size=cfg.batch_size)  # fmt: skip
+    hyper = sac_study.sac_hyper(cfg, ACT_DIM)
+    path = sac_study.resolve_checkpoint(cfg.checkpoint, "")
+    stored = ckpt.read_meta(path)
+    pre = ckpt.load_policy(path, expected=dataclasses.replace(
+        config, num_heads=stored["sac_config"]["num_heads"]))  # fmt: skip
+    key = jax.random.key(cfg.seed)
+    actor0, critic0, target0, log_alpha0 = remap_heads(pre, config, tuple(cfg.tasks), key)
+    seq = MetaWorldSequenceConfig(tasks=tuple(cfg.tasks), T=cfg.T, beta=cfg.beta,
+                                  randomization=cfg.randomization)  # fmt: skip
+    far = cfg.far_stages
+    acting = _Acting(config)
+    n_data = max(cfg.bc_states, cfg.em_transitions, cfg.fisher_states)
+    log(f"[sweep] collecting {n_data} pi* transitions on {list(cfg.far_tasks)} ...")
+    data = collect_far_data(acting, actor0, seq, far, n_data, cfg.seed, cfg.workers)
+    anchors = make_anchors(config, actor0, critic0, data.obs[: cfg.bc_states],
+                           data.stage[: cfg.bc_states], data.obs[: cfg.fisher_states],
+                           data.stage[: cfg.fisher_states])  # fmt: skip
+    em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
+    em_reserved = cfg.em_transitions if "em" in cfg.methods else 0
+    labels, sacs, bufs, coef_list = [], [], [], []
+    for method in cfg.methods:
+        for s in range(cfg.seeds):
+            k = jax.random.fold_in(key, 100 + s)
+            if method == "scratch":
+                sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
+            else:
+                sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
+                sac = sac.replace(target_critic_params=target0)
+            buf = buffer_init(cfg.buffer_capacity, transition_example(OBS_DIM, ACT_DIM),
+                              em_reserved)  # fmt: skip
+            if method == "em":
+                buf = buffer_fill_reserved(buf, em)
+            labels.append((method, s))
+            sacs.append(sac)
+            bufs.append(buf)
+            coef_list.append(cfg.coefs(method))
+    runs = len(labels)
+    stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)  # noqa: E731
+    sac, buf, coefs = stack(sacs), stack(bufs), stack(coef_list)
+    hyp = sac_study._bcast(hyper, runs)
+    e = cfg.envs_per_run
+    learn = _make_learn(config, cfg.update_every * e)
+    vec = MetaWorldSequenceVec(config=seq, num_envs=runs * e, seed=cfg.seed + 1,
+                               workers=cfg.workers)  # fmt: skip
+    ids = np.asarray(seq.stage_ids)
+    n_chunks = cfg.finetune_steps // cfg.steps_per_chunk
+    history: list[dict[str, np.ndarray]] = []
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    key = jax.random.fold_in(key, 7)
+    log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
+        f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
+    bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
+    try:
+        obs = vec.reset()
+        stage, pos = np.full(runs * e, ids[0]), np.zeros(runs * e, int)
+        step = 0
+        for c in range(n_chunks + 1):
+            ev = evaluate_runs(acting, sac.actor_params, seq, runs, cfg.eval_episodes,
+                               seed=10_000 + c, workers=cfg.workers)  # fmt: skip
+            history.append({f"eval/{k}": v for k, v in ev.items()})
+            np.savez(out_dir / "sweep_curves.npz", **sac_study._stack(history))
+            bar.set_postfix_str("stage succ " + " ".join(
+                f"{v:.2f}" for v in ev["stage_success"].mean(0)))  # fmt: skip
+            if c == n_chunks:
+                break
+            for _ in range(cfg.steps_per_chunk // cfg.update_every):
+                burst: dict[str, list[np.ndarray]] = {f: [] for f in Batch.__dataclass_fields__}
+                for _ in range(cfg.update_every):
+                    key, k_act = jax.random.split(key)
+                    if step < cfg.finetune_start_steps:
+                        a = rng.uniform(-1, 1, (runs * e, ACT_DIM))
+                    else:
+                        a = np.asarray(acting.sample(
+                            sac.actor_params, obs.reshape(runs, e, OBS_DIM),
+                            stage.reshape(runs, e),
+                            jax.random.split(k_act, runs * e).reshape(runs, e),
+                        )).reshape(runs * e, ACT_DIM)  # fmt: skip
+                    nxt, r, term, trunc, info = vec.step(a)
+                    for f, v in (("obs", obs), ("action", a), ("reward", r),
+                                 ("next_obs", info["final_obs"]),
+                                 ("discount_mask", 1.0 - info["stage_terminal"]),
+                                 ("stage", info["stage"])):  # fmt: skip
+                        burst[f].append(np.asarray(v).reshape(runs, e, *np.shape(v)[1:]))
+                    stage, pos = _next_stage(ids, pos, info, term | trunc)
+                    obs = nxt
+                    step += 1
+                tr = Batch(**{f: np.concatenate(v, axis=1) for f, v in burst.items()})
+                tr = tr.replace(obs=tr.obs.astype(np.float32),
+                                next_obs=tr.next_obs.astype(np.float32),
+                                action=tr.action.astype(np.float32),
+                                reward=tr.reward.astype(np.float32),
+                                discount_mask=tr.discount_mask.astype(np.float32),
+                                stage=tr.stage.astype(np.int32))  # fmt: skip
+                key, k_upd = jax.random.split(key)
+                keys = jax.random.split(k_upd, runs)
+                go = step > cfg.update_after
+                sac, buf, _ = learn(sac, buf, tr, anchors, coefs, hyp, keys, go)
+                bar.update(cfg.update_every)
+    finally:
+        bar.close()
+        vec.close()
+    curves = sac_study._stack(history)
+    wall = time.perf_counter() - t0
+    env_ns = SimpleNamespace(num_heads=k_heads, stage_names=tuple(cfg.tasks))
+    rows = sac_study.summarize(labels, curves, far, env_ns)
+    results.write_csv(out_dir / "summary.csv", rows, sac_study.SUMMARY_COLUMNS)
+    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
+    sac_study.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
+    results.write_json(out_dir / "run_info.json", {
+        **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
+        "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e,
+        "agent_steps_per_s": runs * cfg.finetune_steps / wall,
+    })  # fmt: skip
+    for line in sac_study.table(cfg, rows):
+        log(line)
+    log(f"[sweep] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    return out_dir

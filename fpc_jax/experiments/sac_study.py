@@ -1,0 +1,582 @@
+"""The SAC FPC study on a pure-JAX stitched env: pre-train on Far, fine-tune every method x seed.
+
+``pretrain(cfg, out)``: multi-task SAC on the Far stages (each episode one Far stage alone, with
+its head), saved as a policy checkpoint. ``finetune(cfg, out)``: loads it, builds the retention
+anchors (theta*, EWC Fisher, BC states, EM transitions) from pi* on the Far stages, and trains all
+methods x seeds as one vmapped program, the runs axis sharded over every device. Results are
+written after every chunk; an interrupted run resumes from its last run-state checkpoint with
+identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fpc_jax.agents.sac.losses import Batch
+from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.train import (
+    LoopStatic,
+    RunState,
+    init_run_state,
+    make_policy,
+    make_train_chunk,
+)
+from fpc_jax.agents.sac.update import SACHyper, init_train_state, train_state_from_params
+from fpc_jax.envs import make
+from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, subsequence_params
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import plotting, results, sharding
+from fpc_jax.retention.anchors import make_anchors
+from fpc_jax.retention.penalties import RetentionCoefs, preset_names
+
+SUMMARY_COLUMNS = [
+    "method", "seed", "full_success_final", "stages_solved_final", "far_success_pretrained",
+    "far_success_min", "far_success_final", "close_success_final",
+]  # fmt: skip
+COEF_FIELDS = ("l2_actor", "l2_critic", "ewc_actor", "ewc_critic", "bc_actor", "bc_critic",
+               "ks_actor")  # fmt: skip
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+@dataclasses.dataclass(frozen=True)
+class SACStudyConfig:
+    """Schema of ``configs/toy/*.yaml`` (pre-training and fine-tuning share one file)."""
+
+    name: str = _f("toy", "experiment name")
+    env: str = _f("point_sequence", "registered pure-JAX sequence env")
+    T: int = _f(100, "stage time limit (steps)")
+    beta: float = _f(1.5, "success bonus factor")
+    hidden_sizes: tuple[int, ...] = _f((256, 256, 256, 256), "MLP widths (CW: 4 x 256)")
+    first_activation: str = _f("tanh_layernorm", "layer-1 activation (CW code)")
+    hidden_activation: str = _f("leaky_relu", "later layers' activation")
+    batch_size: int = _f(128, "SAC batch size")
+    lr: float = _f(1e-3, "Adam learning rate")
+    gamma: float = _f(0.99, "discount")
+    polyak: float = _f(0.995, "target-network Polyak factor")
+    init_log_alpha: float = _f(1.0, "initial log temperature (per stage)")
+    update_every: int = _f(50, "env steps between update bursts (= updates per burst)")
+    update_after: int = _f(1000, "env steps before the first update")
+    buffer_capacity: int = _f(100_000, "replay capacity per run")
+    eval_episodes: int = _f(10, "deterministic evaluation episodes per stage and per sequence")
+    steps_per_chunk: int = _f(5_000, "env steps per compiled chunk (= evaluation interval)")
+    # pre-training
+    pretrain_steps: int = _f(50_000, "env steps of multi-task SAC on the Far stages")
+    pretrain_start_steps: int = _f(5_000, "uniform-random env steps at the start of pre-training")
+    # fine-tuning
+    checkpoint: str = _f(
+        "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
+    )
+    finetune_steps: int = _f(50_000, "env steps of fine-tuning per run")
+    finetune_start_steps: int = _f(0, "uniform-random env steps at the start of fine-tuning")
+    methods: tuple[str, ...] = _f(
+        ("ft", "l2", "ewc", "bc", "ks", "em", "scratch"), "retention methods (see presets)"
+    )
+    seeds: int = _f(3, "seeds per method")
+    seed: int = _f(0, "base PRNG seed")
+    bc_states: int = _f(10_000, "stored Far states for BC (I: 10k)")
+    em_transitions: int = _f(10_000, "Far transitions kept by EM (I: 10k of 100k)")
+    fisher_states: int = _f(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
+    bc_kl_direction: float = _f(0.0, "0: KL(teacher||student) (default); 1: reverse")
+    l2_actor: float | None = _f(None, "override the L2 preset's actor coefficient")
+    l2_critic: float | None = _f(None, "override the L2 preset's critic coefficient")
+    ewc_actor: float | None = _f(None, "override the EWC preset's actor coefficient")
+    ewc_critic: float | None = _f(None, "override the EWC preset's critic coefficient")
+    bc_actor: float | None = _f(None, "override the BC preset's actor coefficient")
+    bc_critic: float | None = _f(None, "override the BC preset's critic coefficient")
+    ks_actor: float | None = _f(None, "override the KS preset's actor coefficient")
+    checkpoint_every: int = _f(1, "chunks between resumable run-state checkpoints")
+
+    def validate(self) -> None:
+        bad = []
+        unknown = [m for m in self.methods if m not in preset_names()]
+        if unknown:
+            bad.append(f"unknown method(s) {unknown}; choose from {list(preset_names())}")
+        if len(set(self.methods)) != len(self.methods):
+            bad.append(f"methods must be distinct, got {list(self.methods)}")
+        for k in COEF_FIELDS:
+            v = getattr(self, k)
+            if v is not None and not (np.isfinite(v) and v >= 0):
+                bad.append(f"{k} must be a finite number >= 0, got {v}")
+        if self.bc_kl_direction not in (0.0, 1.0):
+            bad.append("bc_kl_direction must be 0 or 1")
+        for k in ("T", "batch_size", "seeds", "update_every", "steps_per_chunk", "eval_episodes"):
+            if getattr(self, k) < 1:
+                bad.append(f"{k} must be >= 1")
+        for k in ("pretrain_steps", "finetune_steps"):
+            if getattr(self, k) % self.steps_per_chunk or getattr(self, k) < 1:
+                bad.append(f"{k} must be a positive multiple of steps_per_chunk")
+        if self.steps_per_chunk % self.update_every:
+            bad.append("steps_per_chunk must be a multiple of update_every")
+        if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.polyak <= 1:
+            bad.append("need lr > 0 and gamma, polyak in [0, 1]")
+        if "em" in self.methods and not 0 < self.em_transitions < self.buffer_capacity:
+            bad.append("em_transitions must be in (0, buffer_capacity)")
+        if bad:
+            raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
+
+    def coefs(self, method: str) -> RetentionCoefs:
+        own = {k: getattr(self, k) for k in COEF_FIELDS if k.split("_")[0] == method}
+        return RetentionCoefs.preset(
+            method, bc_kl_direction=self.bc_kl_direction,
+            **{k: v for k, v in own.items() if v is not None},
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared setup
+
+
+def build_env(cfg: SACStudyConfig) -> tuple[SequenceEnv, SequenceParams]:
+    env, params = make(cfg.env, T=cfg.T, beta=cfg.beta)
+    if not isinstance(env, SequenceEnv):
+        raise cfglib.ConfigError(f"env {cfg.env!r} is not a pure-JAX sequence env")
+    return env, params
+
+
+def sac_config(cfg: SACStudyConfig, env: SequenceEnv) -> SACConfig:
+    return SACConfig(
+        obs_dim=env.observation_size,
+        act_dim=env.action_size,
+        num_heads=env.num_heads,
+        hidden_sizes=tuple(cfg.hidden_sizes),
+        first_activation=cfg.first_activation,
+        hidden_activation=cfg.hidden_activation,
+        batch_size=cfg.batch_size,
+    )
+
+
+def sac_hyper(cfg: SACStudyConfig, act_dim: int) -> SACHyper:
+    return SACHyper.create(
+        act_dim, lr=cfg.lr, gamma=cfg.gamma, polyak=cfg.polyak, init_log_alpha=cfg.init_log_alpha
+    )
+
+
+def loop_static(cfg: SACStudyConfig, phase: str) -> LoopStatic:
+    pre = phase == "pretrain"
+    return LoopStatic(
+        steps_per_chunk=cfg.steps_per_chunk,
+        update_every=cfg.update_every,
+        update_after=cfg.update_after,
+        start_steps=cfg.pretrain_start_steps if pre else cfg.finetune_start_steps,
+        buffer_capacity=cfg.buffer_capacity,
+        em_reserved=0 if pre or "em" not in cfg.methods else cfg.em_transitions,
+        eval_episodes=cfg.eval_episodes,
+        stage_horizon=cfg.T,
+        episode_mode="single" if pre else "sequence",
+    )
+
+
+def _bcast(tree: Any, n: int) -> Any:
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+
+
+class _Progress:
+    def __init__(self, total: int, desc: str, log) -> None:
+        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
+        self.log = log
+
+    def update(self, n: int, note: str) -> None:
+        self.bar.update(n)
+        self.bar.set_postfix_str(note)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_chunks(
+    *,
+    env: SequenceEnv,
+    static: LoopStatic,
+    config: SACConfig,
+    runs: RunState,
+    anchors: Any,
+    coefs: RetentionCoefs,
+    hyper: SACHyper,
+    params: SequenceParams,
+    stage_pool: jax.Array,
+    total_steps: int,
+    out_dir: Path,
+    tag: str,
+    resume_key: dict[str, Any],
+    checkpoint_every: int,
+    log=print,
+    mesh: Any = None,
+    stop_after: int | None = None,
+) -> tuple[RunState, dict[str, np.ndarray], dict[str, float]] | None:
+    """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
+    every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
+    chunks (total, counting resumed ones) stops early like an interruption and returns None."""
+    chunk_fn, eval_fn = _compiled(env, static, config)
+    n_chunks = total_steps // static.steps_per_chunk
+    ckpt_dir = out_dir / f"{tag}_state"
+    curves_path = out_dir / f"{tag}_curves.npz"
+    history: list[dict[str, np.ndarray]] = []
+    start = 0
+    if ckpt_dir.exists():
+        runs_restored, info = ckpt.load_runs(ckpt_dir, runs)
+        if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
+            raise ckpt.CheckpointError(
+                f"{ckpt_dir} belongs to a different configuration; use another --out or delete it"
+            )
+        runs, start = runs_restored, int(info["chunks_done"])
+        if curves_path.exists():
+            saved = np.load(curves_path)
+            history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
+        log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
+    eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
+    if mesh is not None:
+        runs, coefs, hyper, eval_keys = sharding.shard_runs(mesh, (runs, coefs, hyper, eval_keys))
+        anchors, params, stage_pool = sharding.replicate(mesh, (anchors, params, stage_pool))
+    t0 = time.perf_counter()
+    compile_s = 0.0
+    progress = _Progress(total_steps, f"[{tag}] env steps/run", log)
+    progress.update(start * static.steps_per_chunk, "")
+    for c in range(start, n_chunks):
+        tc = time.perf_counter()
+        step0 = jnp.int32(c * static.steps_per_chunk)
+        if mesh is not None:
+            step0 = sharding.replicate(mesh, step0)
+        runs, out = chunk_fn(runs, step0, anchors, coefs, hyper, params, stage_pool)
+        out = jax.device_get(out)
+        if c == start:
+            compile_s = time.perf_counter() - tc
+        history.append(_flatten(out))
+        np.savez(curves_path, **_stack(history))
+        if (c + 1) % checkpoint_every == 0 or c + 1 == n_chunks:
+            ckpt.save_runs(ckpt_dir, runs, {"chunks_done": c + 1, "resume_key": resume_key})
+        stage = np.asarray(out["eval"]["stage_success"]).mean(0)
+        progress.update(static.steps_per_chunk, "stage succ " + " ".join(f"{s:.2f}" for s in stage))
+        if stop_after is not None and c + 1 >= stop_after and c + 1 < n_chunks:
+            progress.close()
+            log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
+            return None
+    progress.close()
+    final = jax.device_get(eval_fn(runs.sac.actor_params, params, eval_keys))
+    history.append(_flatten({"eval": final}, like=history[-1] if history else None))
+    curves = _stack(history)
+    np.savez(curves_path, **curves)
+    wall = time.perf_counter() - t0
+    return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def _compiled(env: SequenceEnv, static: LoopStatic, config: SACConfig) -> tuple[Any, Any]:
+    """Jitted, vmapped chunk and evaluation programs, cached so that resuming, re-running or
+    running another method/coefficient set reuses the compiled executables."""
+    key = (env.name, static, config)
+    if key not in _COMPILED:
+        chunk, evaluate = make_train_chunk(env, static, config)
+        in_axes = (0, None, None, 0, 0, None, None)
+        _COMPILED[key] = (
+            jax.jit(jax.vmap(chunk, in_axes=in_axes), donate_argnums=(0,)),
+            jax.jit(jax.vmap(evaluate, in_axes=(0, None, 0))),
+        )
+    return _COMPILED[key]
+
+
+def _num_runs(runs: RunState) -> int:
+    return int(jax.tree.leaves(runs.key)[0].shape[0])
+
+
+def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    flat = {}
+    for k, v in out.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                flat[f"{k}/{kk}"] = np.asarray(vv)
+        else:
+            flat[k] = np.asarray(v)
+    if like is not None:  # the final evaluation has no training statistics: fill with NaN
+        for k, v in like.items():
+            if k not in flat:
+                flat[k] = np.full_like(v, np.nan, dtype=np.float64)
+    return flat
+
+
+def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Curves with shape (evaluations, runs, ...)."""
+    return {k: np.stack([h[k] for h in history]) for k in history[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-training
+
+
+def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
+    """Multi-task SAC on the Far stages; writes ``out_dir/policy`` and the pre-training curves."""
+    out_dir = results.make_run_dir(out_dir)
+    cfglib.dump(cfg, out_dir / "config.yaml")
+    env, params = build_env(cfg)
+    config = sac_config(cfg, env)
+    hyper = sac_hyper(cfg, config.act_dim)
+    static = loop_static(cfg, "pretrain")
+    pool = jnp.asarray(env.far_stages, jnp.int32)
+    key = jax.random.key(cfg.seed)
+    sac = init_train_state(config, hyper, key)
+    runs = jax.tree.map(
+        lambda x: x[None],
+        init_run_state(env, static, sac, params, pool, jax.random.fold_in(key, 1)),
+    )
+    log(f"[pretrain] multi-task SAC on Far stages {[env.stage_names[k] for k in env.far_stages]}"
+        f" for {cfg.pretrain_steps} env steps")  # fmt: skip
+    runs, curves, timing = run_chunks(
+        env=env, static=static, config=config, runs=runs,
+        anchors=_null_anchors(config, sac), coefs=_bcast(RetentionCoefs.create(), 1),
+        hyper=_bcast(hyper, 1), params=params, stage_pool=pool,
+        total_steps=cfg.pretrain_steps, out_dir=out_dir, tag="pretrain",
+        resume_key=cfglib.to_dict(cfg), checkpoint_every=cfg.checkpoint_every, log=log,
+    )  # fmt: skip
+    state = jax.tree.map(lambda x: x[0], runs.sac)
+    far = curves["eval/stage_success"][-1, 0, list(env.far_stages)]
+    policy = ckpt.save_policy(out_dir / "policy", state, {
+        "env": cfg.env, "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
+        "T": cfg.T, "pretrain_steps": cfg.pretrain_steps, "seed": cfg.seed,
+        "far_success": far.tolist(), "wall_s": timing["wall_s"],
+        "device": jax.devices()[0].device_kind,
+    })  # fmt: skip
+    log(f"[pretrain] Far-stage success alone: {np.round(far, 3).tolist()}; wrote {policy} "
+        f"({timing['wall_s']:.0f}s)")  # fmt: skip
+    return policy
+
+
+def _null_anchors(config: SACConfig, sac) -> Any:
+    from fpc_jax.retention.anchors import placeholder_anchors
+
+    return placeholder_anchors(config, sac.actor_params, sac.critic_params, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+def collect_teacher_data(
+    env: SequenceEnv,
+    params: SequenceParams,
+    config: SACConfig,
+    actor_params: Any,
+    far_stages: tuple[int, ...],
+    n: int,
+    key: jax.Array,
+    num_envs: int = 100,
+) -> Batch:
+    """``n`` transitions of pi* (sampled actions) on the Far stages, played as a sequence of the
+    Far stages alone (I: "states from the Far stages collected with pi*"), auto-resetting."""
+    far_params = subsequence_params(params, far_stages)
+    steps = -(-n // num_envs)
+    traj = _teacher_rollout(env, config, steps)(actor_params, far_params, key, num_envs)
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:n], traj)
+
+
+_ROLLOUTS: dict[Any, Any] = {}
+
+
+def _teacher_rollout(env: SequenceEnv, config: SACConfig, steps: int):
+    """Jitted pi* rollouts, cached per (env name, network, length)."""
+    key = (env.name, config, steps)
+    if key not in _ROLLOUTS:
+        _ROLLOUTS[key] = _build_teacher_rollout(env, config, steps)
+    return _ROLLOUTS[key]
+
+
+def _build_teacher_rollout(env: SequenceEnv, config: SACConfig, steps: int):
+    sample, _ = make_policy(config)
+
+    @functools.partial(jax.jit, static_argnums=(3,))
+    def rollouts(actor_params, far_params, key, num_envs):
+        return jax.vmap(lambda k: run(k, actor_params, far_params))(jax.random.split(key, num_envs))
+
+    def run(key, actor_params, far_params):
+        def body(carry, k):
+            obs, state = carry
+            k_act, k_env, k_reset = jax.random.split(k, 3)
+            action = sample(actor_params, obs, state.stage, k_act)
+            next_obs, next_state, reward, term, trunc, info = env.step(
+                k_env, state, action, far_params
+            )
+            tr = Batch(obs=obs, action=action, reward=reward, next_obs=next_obs,
+                       discount_mask=1.0 - info["stage_terminal"].astype(jnp.float32),
+                       stage=info["stage"])  # fmt: skip
+            r_obs, r_state = env.reset(k_reset, far_params)
+            done = term | trunc
+            carry = jax.tree.map(
+                lambda a, b: jnp.where(done, a, b), (r_obs, r_state), (next_obs, next_state)
+            )
+            return carry, tr
+
+        k0, k1 = jax.random.split(key)
+        init = env.reset(k0, far_params)
+        _, traj = jax.lax.scan(body, init, jax.random.split(k1, steps))
+        return traj
+
+    return rollouts
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def resolve_checkpoint(spec: str, default: str) -> Path:
+    """``''``: ``default``; ``asset:NAME``: the packaged ``fpc_jax/assets/NAME``; else a path."""
+    if not spec:
+        return Path(default)
+    if spec.startswith("asset:"):
+        name = spec.removeprefix("asset:")
+        path = ASSETS / name
+        if not path.is_dir():
+            have = sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) if ASSETS.is_dir() else []
+            raise ckpt.CheckpointError(f"no packaged asset {name!r}; packaged: {have}")
+        return path
+    return Path(spec)
+
+
+def finetune(
+    cfg: SACStudyConfig,
+    out_dir: str | Path,
+    log=print,
+    mesh: Any = None,
+    stop_after: int | None = None,
+) -> Path | None:
+    """Fine-tune every method x seed from the pre-trained checkpoint; write results in out_dir."""
+    out_dir = results.make_run_dir(out_dir)
+    cfglib.dump(cfg, out_dir / "config.yaml")
+    env, params = build_env(cfg)
+    config = sac_config(cfg, env)
+    hyper = sac_hyper(cfg, config.act_dim)
+    static = loop_static(cfg, "finetune")
+    path = resolve_checkpoint(cfg.checkpoint, f"runs/toy/{cfg.name}/pretrain/policy")
+    pre = ckpt.load_policy(path, expected=config)
+    if pre.meta.get("env") not in (None, cfg.env):
+        raise ckpt.CheckpointError(
+            f"{path} was pre-trained on {pre.meta['env']!r}, not {cfg.env!r}"
+        )
+    far = tuple(pre.meta.get("far_stages", env.far_stages))
+    key = jax.random.key(cfg.seed)
+    k_data, k_runs = jax.random.split(key)
+    n_data = max(cfg.bc_states, cfg.em_transitions, cfg.fisher_states)
+    log(f"[finetune] collecting {n_data} pi* transitions on Far stages {list(far)} ...")
+    data = collect_teacher_data(env, params, config, pre.state.actor_params, far, n_data, k_data)
+    anchors = make_anchors(
+        config, pre.state.actor_params, pre.state.critic_params,
+        data.obs[: cfg.bc_states], data.stage[: cfg.bc_states],
+        data.obs[: cfg.fisher_states], data.stage[: cfg.fisher_states],
+    )  # fmt: skip
+    em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
+    pool = jnp.asarray(far, jnp.int32)
+    labels, run_states, coef_list = [], [], []
+    for method in cfg.methods:
+        for s in range(cfg.seeds):
+            k = jax.random.fold_in(k_runs, s)  # same seed key for every method
+            if method == "scratch":
+                sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
+            else:
+                sac = train_state_from_params(
+                    config, hyper, pre.state.actor_params, pre.state.critic_params,
+                    log_alpha=pre.state.log_alpha,
+                )  # fmt: skip
+                sac = sac.replace(target_critic_params=pre.state.target_critic_params)
+            run = init_run_state(
+                env, static, sac, params, pool, jax.random.fold_in(k, 2),
+                em_transitions=em if method == "em" else None,
+            )  # fmt: skip
+            labels.append((method, s))
+            run_states.append(run)
+            coef_list.append(cfg.coefs(method))
+    n = len(labels)
+    runs = jax.tree.map(lambda *xs: jnp.stack(xs), *run_states)
+    coefs = jax.tree.map(lambda *xs: jnp.stack(xs), *coef_list)
+    hyp = _bcast(hyper, n)
+    if mesh is None:
+        mesh = sharding.runs_mesh(n)
+    log(f"[finetune] {n} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
+        f"{cfg.finetune_steps} env steps, one program on {sharding.describe(mesh)}")  # fmt: skip
+    out = run_chunks(
+        env=env, static=static, config=config, runs=runs, anchors=anchors, coefs=coefs,
+        hyper=hyp, params=params, stage_pool=pool, total_steps=cfg.finetune_steps,
+        out_dir=out_dir, tag="finetune", resume_key=cfglib.to_dict(cfg),
+        checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
+    )  # fmt: skip
+    if out is None:
+        return None
+    runs, curves, timing = out
+    rows = summarize(labels, curves, far, env)
+    results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
+    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
+    plot_study(cfg, env, labels, curves, x, far, out_dir)
+    results.write_json(out_dir / "run_info.json", {
+        **results.environment_info(), **timing, "runs": n, "labels": labels,
+        "env_steps_per_run": cfg.finetune_steps,
+        "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
+    })  # fmt: skip
+    for line in table(cfg, rows):
+        log(line)
+    log(f"[finetune] {timing['wall_s']:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    return out_dir
+
+
+def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
+    stage = curves["eval/stage_success"]  # (evals, runs, heads)
+    far_curve = stage[:, :, list(far)].mean(-1)
+    close = [k for k in range(env.num_heads) if k not in far]
+    rows = []
+    for i, (method, s) in enumerate(labels):
+        rows.append({
+            "method": method, "seed": s,
+            "full_success_final": float(curves["eval/all_solved"][-1, i]),
+            "stages_solved_final": float(curves["eval/stages_solved_frac"][-1, i]),
+            "far_success_pretrained": float(far_curve[0, i]),
+            "far_success_min": float(far_curve[:, i].min()),
+            "far_success_final": float(far_curve[-1, i]),
+            "close_success_final": float(stage[-1, i, close].mean()) if close else float("nan"),
+        })  # fmt: skip
+    return rows
+
+
+def table(cfg: SACStudyConfig, rows) -> list[str]:
+    cols = ("full_success_final", "far_success_pretrained", "far_success_min", "far_success_final")
+    lines = [f"{'method':>8} " + " ".join(f"{c:>22}" for c in cols)]
+    for m in cfg.methods:
+        sel = [r for r in rows if r["method"] == m]
+        lines.append(f"{m:>8} " + " ".join(f"{np.mean([r[c] for r in sel]):>22.3f}" for c in cols))
+    return lines
+
+
+def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
+    """Figure 4/5-shaped plots: full-sequence success and each stage's success alone, per method
+    (mean and 90% CI over seeds)."""
+    methods = list(cfg.methods)
+    idx = {m: [i for i, (mm, _) in enumerate(labels) if mm == m] for m in methods}
+    fig, axes = plotting.figure(2)
+    for m in methods:
+        plotting.band(axes[0, 0], x, curves["eval/all_solved"][:, idx[m]].T, m)
+        plotting.band(axes[0, 1], x, curves["eval/stages_solved_frac"][:, idx[m]].T, m)
+    axes[0, 0].set(title="Full sequence: all stages solved", xlabel="env steps", ylim=(-0.05, 1.05))
+    axes[0, 1].set(title="Stages solved / K", xlabel="env steps", ylim=(-0.05, 1.05))
+    axes[0, 0].legend(fontsize=7)
+    plotting.save(fig, out_dir / "fig_sequence.png")
+    k = env.num_heads
+    fig, axes = plotting.figure(k)
+    for s in range(k):
+        for m in methods:
+            plotting.band(axes[0, s], x, curves["eval/stage_success"][:, idx[m], s].T, m)
+        kind = "Far (pre-trained)" if s in far else "Close"
+        axes[0, s].set(title=f"{env.stage_names[s]} alone [{kind}]", xlabel="env steps",
+                       ylim=(-0.05, 1.05))  # fmt: skip
+    axes[0, 0].set_ylabel("success")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{cfg.name}: per-stage success during fine-tuning ({cfg.seeds} seeds)")
+    plotting.save(fig, out_dir / "fig_stages.png")

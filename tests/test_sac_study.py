@@ -1,0 +1,124 @@
+"""The SAC FPC pipeline end to end on the toy task: pretrain, finetune, resume, sharding, errors."""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import sac_study
+
+TINY = {
+    "name": "tiny", "hidden_sizes": [16, 16], "batch_size": 32, "T": 30, "update_every": 25,
+    "update_after": 100, "buffer_capacity": 2000, "eval_episodes": 2, "steps_per_chunk": 100,
+    "pretrain_steps": 200, "pretrain_start_steps": 100, "finetune_steps": 200, "seeds": 2,
+    "methods": ["ft", "ewc", "bc", "em", "scratch"], "bc_states": 64, "em_transitions": 64,
+    "fisher_states": 32,
+}  # fmt: skip
+
+
+def tiny(**kw):
+    return cfglib.build(sac_study.SACStudyConfig, {**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    policy = sac_study.pretrain(tiny(), out, log=lambda *_: None)
+    return policy
+
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft")
+    sac_study.finetune(tiny(checkpoint=str(pretrained)), out, log=lambda *_: None)
+    return out
+
+
+def _rows(path: Path):
+    with open(path / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_finetune_writes_summary_and_plots(finetuned):
+    rows = _rows(finetuned)
+    assert len(rows) == 5 * 2
+    assert set(sac_study.SUMMARY_COLUMNS) <= set(rows[0])
+    assert [(r["method"], r["seed"]) for r in rows[:3]] == [("ft", "0"), ("ft", "1"), ("ewc", "0")]
+    for r in rows:
+        for k in sac_study.SUMMARY_COLUMNS[2:]:
+            assert 0.0 <= float(r[k]) <= 1.0, (k, r)
+        assert float(r["far_success_min"]) <= float(r["far_success_pretrained"]) + 1e-9
+    for name in ("fig_sequence.png", "fig_stages.png", "config.yaml", "run_info.json"):
+        assert (finetuned / name).is_file()
+    curves = np.load(finetuned / "finetune_curves.npz")
+    # 2 chunks + the final evaluation; 10 runs; 4 heads.
+    assert curves["eval/stage_success"].shape == (3, 10, 4)
+
+
+def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
+    """All runs that start from the checkpoint see the same first evaluation of the Far stages
+    (identical policy, and evaluation keys depend only on the seed)."""
+    rows = _rows(finetuned)
+    pre = {r["method"]: float(r["far_success_pretrained"]) for r in rows if r["seed"] == "0"}
+    assert pre["ft"] == pre["ewc"] == pre["bc"] == pre["em"]
+
+
+def test_resume_gives_identical_results(pretrained, finetuned, tmp_path):
+    cfg = tiny(checkpoint=str(pretrained))
+    assert sac_study.finetune(cfg, tmp_path, log=lambda *_: None, stop_after=1) is None
+    assert (tmp_path / "finetune_state").is_dir() and not (tmp_path / "summary.csv").exists()
+    sac_study.finetune(cfg, tmp_path, log=lambda *_: None)
+    assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
+
+
+def test_resume_refuses_other_config(pretrained, tmp_path):
+    sac_study.finetune(tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None,
+                       stop_after=1)  # fmt: skip
+    with pytest.raises(ckpt.CheckpointError, match="different configuration"):
+        sac_study.finetune(tiny(checkpoint=str(pretrained), lr=5e-4), tmp_path,
+                           log=lambda *_: None)  # fmt: skip
+
+
+def test_missing_and_mismatched_checkpoint(pretrained, tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match=r"missing meta\.json"):
+        sac_study.finetune(tiny(checkpoint=str(tmp_path / "nope")), tmp_path / "o",
+                           log=lambda *_: None)  # fmt: skip
+    with pytest.raises(ckpt.CheckpointError, match="hidden_sizes"):
+        sac_study.finetune(tiny(checkpoint=str(pretrained), hidden_sizes=[32, 32]),
+                           tmp_path / "o2", log=lambda *_: None)  # fmt: skip
+
+
+def test_bad_config_errors():
+    with pytest.raises(cfglib.ConfigError, match="unknown method"):
+        tiny(methods=["ft", "bogus"])
+    with pytest.raises(cfglib.ConfigError, match="ewc_actor must be"):
+        tiny(ewc_actor=-1.0)
+    with pytest.raises(cfglib.ConfigError, match="multiple of steps_per_chunk"):
+        tiny(finetune_steps=150)
+
+
+def test_sharded_equals_single_device(pretrained, finetuned, tmp_path):
+    """The same config on 5 forced host devices (10 runs -> 2 per device) gives the same
+    summary.csv as the single-device run."""
+    script = textwrap.dedent(f"""
+        import jax
+        assert jax.device_count() == 5, jax.devices()
+        from fpc_jax.experiments import config as cfglib, sac_study
+        from tests.test_sac_study import TINY
+        cfg = cfglib.build(sac_study.SACStudyConfig, {{**TINY, "checkpoint": {str(pretrained)!r}}})
+        sac_study.finetune(cfg, {str(tmp_path)!r}, log=lambda *_: None)
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5",
+           "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=root)
+    info = (tmp_path / "run_info.json").read_text()
+    assert '"devices"' in info
+    assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
