@@ -98,6 +98,12 @@ def test_missing_and_mismatched_checkpoint(pretrained, tmp_path):
 def test_bad_config_errors():
     with pytest.raises(cfglib.ConfigError, match="unknown method"):
         tiny(methods=["ft", "bogus"])
+    with pytest.raises(cfglib.ConfigError, match="bad method override"):
+        tiny(methods=["ewc:ewc_actr=5"])
+    cfg = tiny(methods=["ewc", "ewc:ewc_actor=1000", "bc:bc_kl_direction=1"])
+    assert float(cfg.coefs("ewc").ewc_actor) == 100.0
+    assert float(cfg.coefs("ewc:ewc_actor=1000").ewc_actor) == 1000.0
+    assert float(cfg.coefs("bc:bc_kl_direction=1").bc_kl_direction) == 1.0
     with pytest.raises(cfglib.ConfigError, match="ewc_actor must be"):
         tiny(ewc_actor=-1.0)
     with pytest.raises(cfglib.ConfigError, match="multiple of steps_per_chunk"):

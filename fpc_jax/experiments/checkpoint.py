@@ -57,9 +57,7 @@ def _abs(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def save_policy(
-    path: str | Path, state: SACTrainState, meta: dict[str, Any] | None = None
-) -> Path:
+def save_policy(path: str | Path, state: SACTrainState, meta: dict[str, Any] | None = None) -> Path:
     """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists)."""
     path = _abs(path)
     if path.exists():
@@ -110,7 +108,8 @@ def load_policy(path: str | Path, expected: SACConfig | None = None) -> PolicyCh
         ]
         if diffs:
             raise CheckpointError(
-                f"checkpoint {str(path)!r} does not match the requested network: " + "; ".join(diffs)
+                f"checkpoint {str(path)!r} does not match the requested network: "
+                + "; ".join(diffs)
             )
         config = dataclasses.replace(config, batch_size=expected.batch_size)
     target = jax.eval_shape(

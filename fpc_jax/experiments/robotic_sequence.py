@@ -10,6 +10,7 @@ axis, exactly as in the pure-JAX study (``sac_study``), whose results and plotti
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,6 +201,22 @@ def evaluate_runs(
     }
 
 
+_FIELDS = tuple(Batch.__dataclass_fields__)
+
+
+def _record(store: dict[str, list[np.ndarray]], obs, action, reward, info, shape) -> None:
+    """Append one vector step's transitions; ``shape`` reshapes the leading env axis."""
+    values = (obs, action, reward, info["final_obs"], 1.0 - info["stage_terminal"], info["stage"])
+    for f, v in zip(_FIELDS, values, strict=True):
+        v = np.asarray(v)
+        store[f].append(v.reshape(*shape, *v.shape[1:]))
+
+
+def _to_batch(data: dict[str, np.ndarray]) -> Batch:
+    return Batch(**{f: jnp.asarray(data[f], jnp.int32 if f == "stage" else jnp.float32)
+                    for f in _FIELDS})  # fmt: skip
+
+
 def collect_far_data(
     acting: _Acting, actor_params: Any, seq: MetaWorldSequenceConfig, far: tuple[int, ...],
     n: int, seed: int, workers: int = 0, num_envs: int = 10,
@@ -212,7 +229,7 @@ def collect_far_data(
         vec = MetaWorldSequenceVec(config=cfg, num_envs=num_envs, seed=seed + 1000 * (j + 1),
                                    workers=min(workers, num_envs))  # fmt: skip
         want = -(-n // len(far))
-        buf: dict[str, list[np.ndarray]] = {f: [] for f in Batch.__dataclass_fields__}
+        buf: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
         try:
             obs = vec.reset()
             stage = np.full(num_envs, cfg.stage_ids[0])
@@ -223,24 +240,12 @@ def collect_far_data(
                     jax.random.split(k, num_envs)[None],
                 ))[0]  # fmt: skip
                 nxt, r, _, _, info = vec.step(a)
-                for f, v in (("obs", obs), ("action", a), ("reward", r),
-                             ("next_obs", info["final_obs"]),
-                             ("discount_mask", 1.0 - info["stage_terminal"]),
-                             ("stage", info["stage"])):  # fmt: skip
-                    buf[f].append(np.asarray(v))
+                _record(buf, obs, a, r, info, (num_envs,))
                 obs = nxt
         finally:
             vec.close()
         parts.append({f: np.concatenate(v)[:want] for f, v in buf.items()})
-    data = {f: np.concatenate([p[f] for p in parts])[:n] for f in parts[0]}
-    return Batch(
-        obs=jnp.asarray(data["obs"], jnp.float32),
-        action=jnp.asarray(data["action"], jnp.float32),
-        reward=jnp.asarray(data["reward"], jnp.float32),
-        next_obs=jnp.asarray(data["next_obs"], jnp.float32),
-        discount_mask=jnp.asarray(data["discount_mask"], jnp.float32),
-        stage=jnp.asarray(data["stage"], jnp.int32),
-    )
+    return _to_batch({f: np.concatenate([p[f] for p in parts])[:n] for f in parts[0]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,10 +276,61 @@ def _make_learn(config: SACConfig, updates: int):
     return jax.jit(jax.vmap(learn, in_axes=in_axes), donate_argnums=(0, 1))
 
 
-def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
-    """Fine-tune every method x seed on the real Meta-World sequence; write results in out_dir."""
-    out_dir = results.make_run_dir(out_dir)
-    cfglib.dump(cfg, out_dir / "config.yaml")
+class HostLoop:
+    """Training of R runs on R x E host envs: ``burst()`` = ``update_every`` vector env steps
+    (one jitted policy call each), then one jitted call writing the transitions into every run's
+    replay and doing ``update_every * E`` SAC updates per run."""
+
+    def __init__(self, cfg: RoboticSequenceConfig, config: SACConfig, seq, acting: _Acting,
+                 sac, buf, anchors, coefs, hyper, key, runs: int) -> None:  # fmt: skip
+        self.cfg, self.acting, self.runs, self.e = cfg, acting, runs, cfg.envs_per_run
+        self.sac, self.buf, self.anchors, self.coefs, self.hyper = sac, buf, anchors, coefs, hyper
+        self.key = key
+        self.learn = _make_learn(config, cfg.update_every * self.e)
+        self.vec = MetaWorldSequenceVec(config=seq, num_envs=runs * self.e, seed=cfg.seed + 1,
+                                        workers=cfg.workers)  # fmt: skip
+        self.ids = np.asarray(seq.stage_ids)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.reset()
+
+    def reset(self) -> None:
+        n = self.runs * self.e
+        self.obs = self.vec.reset()
+        self.stage, self.pos = np.full(n, self.ids[0]), np.zeros(n, int)
+
+    def burst(self) -> None:
+        cfg, runs, e = self.cfg, self.runs, self.e
+        store: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
+        for _ in range(cfg.update_every):
+            self.key, k_act = jax.random.split(self.key)
+            if self.step < cfg.finetune_start_steps:
+                a = self.rng.uniform(-1, 1, (runs * e, ACT_DIM))
+            else:
+                a = np.asarray(self.acting.sample(
+                    self.sac.actor_params, self.obs.reshape(runs, e, OBS_DIM),
+                    self.stage.reshape(runs, e),
+                    jax.random.split(k_act, runs * e).reshape(runs, e),
+                )).reshape(runs * e, ACT_DIM)  # fmt: skip
+            nxt, r, term, trunc, info = self.vec.step(a)
+            _record(store, self.obs, a, r, info, (runs, e))
+            self.stage, self.pos = _next_stage(self.ids, self.pos, info, term | trunc)
+            self.obs = nxt
+            self.step += 1
+        tr = _to_batch({f: np.concatenate(v, axis=1) for f, v in store.items()})
+        self.key, k_upd = jax.random.split(self.key)
+        keys, go = jax.random.split(k_upd, runs), self.step > cfg.update_after
+        self.sac, self.buf, _ = self.learn(
+            self.sac, self.buf, tr, self.anchors, self.coefs, self.hyper, keys, go
+        )
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
+    """Everything a sweep needs before stepping: the Far policy mapped onto ``cfg.tasks``, pi*'s
+    Far data and the retention anchors, and the stacked per-run SAC states, buffers and coefs."""
     k_heads = len(cfg.tasks)
     config = SACConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, num_heads=k_heads,
                        hidden_sizes=tuple(cfg.hidden_sizes),
@@ -299,19 +355,20 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
                            data.stage[: cfg.bc_states], data.obs[: cfg.fisher_states],
                            data.stage[: cfg.fisher_states])  # fmt: skip
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
-    em_reserved = cfg.em_transitions if "em" in cfg.methods else 0
+    em_reserved = cfg.em_transitions if cfg.uses_em else 0
     labels, sacs, bufs, coef_list = [], [], [], []
     for method in cfg.methods:
         for s in range(cfg.seeds):
             k = jax.random.fold_in(key, 100 + s)
-            if method == "scratch":
+            base = sac_study.parse_method(method)[0]
+            if base == "scratch":
                 sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
             else:
                 sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
                 sac = sac.replace(target_critic_params=target0)
             buf = buffer_init(cfg.buffer_capacity, transition_example(OBS_DIM, ACT_DIM),
                               em_reserved)  # fmt: skip
-            if method == "em":
+            if base == "em":
                 buf = buffer_fill_reserved(buf, em)
             labels.append((method, s))
             sacs.append(sac)
@@ -321,71 +378,76 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)  # noqa: E731
     sac, buf, coefs = stack(sacs), stack(bufs), stack(coef_list)
     hyp = sac_study._bcast(hyper, runs)
+    return SimpleNamespace(
+        config=config,
+        seq=seq,
+        acting=acting,
+        sac=sac,
+        buf=buf,
+        anchors=anchors,
+        coefs=coefs,
+        hyp=hyp,
+        key=key,
+        runs=runs,
+        labels=labels,
+        far=far,
+        k_heads=k_heads,
+    )
+
+
+def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
+    """Fine-tune every method x seed on the real Meta-World sequence; write results in out_dir."""
+    out_dir = results.make_run_dir(out_dir)
+    cfglib.dump(cfg, out_dir / "config.yaml")
+    r = setup_runs(cfg, log)
+    config, seq, acting, runs, labels, far = r.config, r.seq, r.acting, r.runs, r.labels, r.far
+    sac, buf, anchors, coefs, hyp, key = r.sac, r.buf, r.anchors, r.coefs, r.hyp, r.key
     e = cfg.envs_per_run
-    learn = _make_learn(config, cfg.update_every * e)
-    vec = MetaWorldSequenceVec(config=seq, num_envs=runs * e, seed=cfg.seed + 1,
-                               workers=cfg.workers)  # fmt: skip
-    ids = np.asarray(seq.stage_ids)
     n_chunks = cfg.finetune_steps // cfg.steps_per_chunk
     history: list[dict[str, np.ndarray]] = []
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
     key = jax.random.fold_in(key, 7)
+    state_dir, curves_path = out_dir / "sweep_state", out_dir / "sweep_curves.npz"
+    resume_key = json.loads(json.dumps(cfglib.to_dict(cfg), default=str))
+    start, step = 0, 0
+    if state_dir.exists():
+        (sac, buf, key), info = ckpt.load_runs(state_dir, (sac, buf, key))
+        if info.get("resume_key") != resume_key:
+            raise ckpt.CheckpointError(
+                f"{state_dir} belongs to a different configuration; use another --out or delete it"
+            )
+        start, step = int(info["chunks_done"]), int(info["step"])
+        saved = np.load(curves_path)
+        history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
+        log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")
     log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
         f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
+    loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs)
+    loop.step = step
     bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
+    bar.update(step)
     try:
-        obs = vec.reset()
-        stage, pos = np.full(runs * e, ids[0]), np.zeros(runs * e, int)
-        step = 0
-        for c in range(n_chunks + 1):
-            ev = evaluate_runs(acting, sac.actor_params, seq, runs, cfg.eval_episodes,
+        for c in range(start, n_chunks + 1):
+            if c > start:
+                info = {"chunks_done": c, "step": loop.step, "resume_key": resume_key}
+                ckpt.save_runs(state_dir, (loop.sac, loop.buf, loop.key), info)
+            ev = evaluate_runs(acting, loop.sac.actor_params, seq, runs, cfg.eval_episodes,
                                seed=10_000 + c, workers=cfg.workers)  # fmt: skip
             history.append({f"eval/{k}": v for k, v in ev.items()})
-            np.savez(out_dir / "sweep_curves.npz", **sac_study._stack(history))
+            np.savez(curves_path, **sac_study._stack(history))
             bar.set_postfix_str("stage succ " + " ".join(
                 f"{v:.2f}" for v in ev["stage_success"].mean(0)))  # fmt: skip
             if c == n_chunks:
                 break
             for _ in range(cfg.steps_per_chunk // cfg.update_every):
-                burst: dict[str, list[np.ndarray]] = {f: [] for f in Batch.__dataclass_fields__}
-                for _ in range(cfg.update_every):
-                    key, k_act = jax.random.split(key)
-                    if step < cfg.finetune_start_steps:
-                        a = rng.uniform(-1, 1, (runs * e, ACT_DIM))
-                    else:
-                        a = np.asarray(acting.sample(
-                            sac.actor_params, obs.reshape(runs, e, OBS_DIM),
-                            stage.reshape(runs, e),
-                            jax.random.split(k_act, runs * e).reshape(runs, e),
-                        )).reshape(runs * e, ACT_DIM)  # fmt: skip
-                    nxt, r, term, trunc, info = vec.step(a)
-                    for f, v in (("obs", obs), ("action", a), ("reward", r),
-                                 ("next_obs", info["final_obs"]),
-                                 ("discount_mask", 1.0 - info["stage_terminal"]),
-                                 ("stage", info["stage"])):  # fmt: skip
-                        burst[f].append(np.asarray(v).reshape(runs, e, *np.shape(v)[1:]))
-                    stage, pos = _next_stage(ids, pos, info, term | trunc)
-                    obs = nxt
-                    step += 1
-                tr = Batch(**{f: np.concatenate(v, axis=1) for f, v in burst.items()})
-                tr = tr.replace(obs=tr.obs.astype(np.float32),
-                                next_obs=tr.next_obs.astype(np.float32),
-                                action=tr.action.astype(np.float32),
-                                reward=tr.reward.astype(np.float32),
-                                discount_mask=tr.discount_mask.astype(np.float32),
-                                stage=tr.stage.astype(np.int32))  # fmt: skip
-                key, k_upd = jax.random.split(key)
-                keys = jax.random.split(k_upd, runs)
-                go = step > cfg.update_after
-                sac, buf, _ = learn(sac, buf, tr, anchors, coefs, hyp, keys, go)
+                loop.burst()
                 bar.update(cfg.update_every)
     finally:
         bar.close()
-        vec.close()
+        loop.close()
     curves = sac_study._stack(history)
     wall = time.perf_counter() - t0
-    env_ns = SimpleNamespace(num_heads=k_heads, stage_names=tuple(cfg.tasks))
+    env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
     rows = sac_study.summarize(labels, curves, far, env_ns)
     results.write_csv(out_dir / "summary.csv", rows, sac_study.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk

@@ -102,9 +102,11 @@ class SACStudyConfig:
 
     def validate(self) -> None:
         bad = []
-        unknown = [m for m in self.methods if m not in preset_names()]
-        if unknown:
-            bad.append(f"unknown method(s) {unknown}; choose from {list(preset_names())}")
+        for m in self.methods:
+            try:
+                parse_method(m)
+            except ValueError as e:
+                bad.append(str(e))
         if len(set(self.methods)) != len(self.methods):
             bad.append(f"methods must be distinct, got {list(self.methods)}")
         for k in COEF_FIELDS:
@@ -123,17 +125,53 @@ class SACStudyConfig:
             bad.append("steps_per_chunk must be a multiple of update_every")
         if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.polyak <= 1:
             bad.append("need lr > 0 and gamma, polyak in [0, 1]")
-        if "em" in self.methods and not 0 < self.em_transitions < self.buffer_capacity:
+        if bad:
+            raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
+        if self.uses_em and not 0 < self.em_transitions < self.buffer_capacity:
             bad.append("em_transitions must be in (0, buffer_capacity)")
         if bad:
             raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
 
+    @property
+    def uses_em(self) -> bool:
+        return any(parse_method(m)[0] == "em" for m in self.methods)
+
     def coefs(self, method: str) -> RetentionCoefs:
-        own = {k: getattr(self, k) for k in COEF_FIELDS if k.split("_")[0] == method}
+        """Coefficients of a method token: the preset, then this config's ``<method>_*`` fields,
+        then the token's own ``name:key=value,...`` overrides."""
+        base, extra = parse_method(method)
+        own = {k: getattr(self, k) for k in COEF_FIELDS if k.split("_")[0] == base}
+        own = {k: v for k, v in own.items() if v is not None}
         return RetentionCoefs.preset(
-            method, bc_kl_direction=self.bc_kl_direction,
-            **{k: v for k, v in own.items() if v is not None},
-        )  # fmt: skip
+            base, **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
+        )
+
+
+def parse_method(token: str) -> tuple[str, dict[str, float]]:
+    """``"ewc"`` -> ("ewc", {}); ``"ewc:ewc_actor=1000"`` -> ("ewc", {"ewc_actor": 1000.0}).
+
+    Variants of one method with other coefficients are separate runs of the same compiled
+    program (coefficients are array leaves), so a coefficient sweep is just more tokens."""
+    base, _, rest = token.partition(":")
+    if base not in preset_names():
+        raise ValueError(
+            f"unknown method {base!r} in {token!r}; choose from {list(preset_names())}"
+        )
+    extra: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in (*COEF_FIELDS, "bc_kl_direction"):
+            raise ValueError(
+                f"bad method override {item!r} in {token!r}; use key=value with key in "
+                f"{[*COEF_FIELDS, 'bc_kl_direction']}"
+            )
+        try:
+            extra[key] = float(value)
+        except ValueError as e:
+            raise ValueError(f"{token!r}: {key} must be a number, got {value!r}") from e
+        if not np.isfinite(extra[key]) or extra[key] < 0:
+            raise ValueError(f"{token!r}: {key} must be a finite number >= 0")
+    return base, extra
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +211,7 @@ def loop_static(cfg: SACStudyConfig, phase: str) -> LoopStatic:
         update_after=cfg.update_after,
         start_steps=cfg.pretrain_start_steps if pre else cfg.finetune_start_steps,
         buffer_capacity=cfg.buffer_capacity,
-        em_reserved=0 if pre or "em" not in cfg.methods else cfg.em_transitions,
+        em_reserved=0 if pre or not cfg.uses_em else cfg.em_transitions,
         eval_episodes=cfg.eval_episodes,
         stage_horizon=cfg.T,
         episode_mode="single" if pre else "sequence",
@@ -481,7 +519,8 @@ def finetune(
     for method in cfg.methods:
         for s in range(cfg.seeds):
             k = jax.random.fold_in(k_runs, s)  # same seed key for every method
-            if method == "scratch":
+            base = parse_method(method)[0]
+            if base == "scratch":
                 sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
             else:
                 sac = train_state_from_params(
@@ -491,7 +530,7 @@ def finetune(
                 sac = sac.replace(target_critic_params=pre.state.target_critic_params)
             run = init_run_state(
                 env, static, sac, params, pool, jax.random.fold_in(k, 2),
-                em_transitions=em if method == "em" else None,
+                em_transitions=em if base == "em" else None,
             )  # fmt: skip
             labels.append((method, s))
             run_states.append(run)

@@ -1,0 +1,67 @@
+"""The RoboticSequence sweep on the real Meta-World: config checks, head remapping, a tiny smoke."""
+
+import csv
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import robotic_sequence as rs
+from fpc_jax.experiments import sac_study
+
+pytestmark = pytest.mark.metaworld
+
+
+def test_config_validation():
+    with pytest.raises(cfglib.ConfigError, match="unknown Meta-World task"):
+        cfglib.build(rs.RoboticSequenceConfig, {"tasks": ["hamer-v3", "push-v3"]})
+    with pytest.raises(cfglib.ConfigError, match="far_tasks"):
+        cfglib.build(rs.RoboticSequenceConfig, {"tasks": ["hammer-v3", "push-v3"]})
+    for length in (1, 2, 3, 4):
+        cfg = cfglib.load(rs.RoboticSequenceConfig, f"configs/robotic_sequence/prefix{length}.yaml")
+        assert len(cfg.tasks) == length + 2 and cfg.far_stages == (length, length + 1)
+    main = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/main.yaml")
+    assert main.tasks == cfglib.load(rs.RoboticSequenceConfig,
+                                     "configs/robotic_sequence/prefix2.yaml").tasks  # fmt: skip
+
+
+def test_remap_heads_moves_far_heads_and_keeps_trunk():
+    pytest.importorskip("metaworld")
+    path = sac_study.resolve_checkpoint("asset:robotic_sequence_far", "")
+    pre = ckpt.load_policy(path)
+    cfg = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix4.yaml")
+    config = dataclasses.replace(pre.config, num_heads=6)
+    actor, critic, _, log_alpha = rs.remap_heads(pre, config, cfg.tasks, jax.random.key(0))
+    old_a = np.asarray(pre.state.actor_params["head"]["kernel"]).reshape(256, 4, 8)
+    new_a = np.asarray(actor["head"]["kernel"]).reshape(256, 6, 8)
+    np.testing.assert_array_equal(new_a[:, 4], old_a[:, 2])  # peg-unplug-side
+    np.testing.assert_array_equal(new_a[:, 5], old_a[:, 3])  # push-wall
+    assert not np.allclose(new_a[:, 0], old_a[:, 0])  # window-close: not in the asset, fresh
+    np.testing.assert_array_equal(new_a[:, 2], old_a[:, 0])  # hammer keeps its asset head
+    old_trunk = jax.tree.leaves(pre.state.actor_params["trunk"])
+    for a, b in zip(jax.tree.leaves(actor["trunk"]), old_trunk, strict=True):
+        np.testing.assert_array_equal(a, b)
+    old_c = np.asarray(pre.state.critic_params["head"]["kernel"])
+    np.testing.assert_array_equal(np.asarray(critic["head"]["kernel"])[..., 4], old_c[..., 2])
+    np.testing.assert_allclose(
+        np.asarray(log_alpha)[[4, 5]], np.asarray(pre.state.log_alpha)[[2, 3]]
+    )
+
+
+def test_sweep_smoke(tmp_path):
+    """A minutes-long smoke (not a reproduction): the whole sweep path on the real package."""
+    pytest.importorskip("metaworld")
+    cfg = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/smoke.yaml")
+    rs.sweep(cfg, tmp_path, log=lambda *_: None)
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
+    for r in rows:
+        for k in sac_study.SUMMARY_COLUMNS[2:]:
+            assert 0.0 <= float(r[k]) <= 1.0
+    curves = np.load(tmp_path / "sweep_curves.npz")
+    assert curves["eval/stage_success"].shape == (2, 2, 4)
+    assert (tmp_path / "fig_stages.png").is_file()
