@@ -66,7 +66,7 @@ class RoboticSequenceConfig(sac_study.SACStudyConfig):
     randomization: str = sac_study._f("uniform", "start/goal randomization (uniform | mt1)")
     eval_episodes: int = sac_study._f(5, "deterministic episodes per stage and per sequence")
     steps_per_chunk: int = sac_study._f(10_000, "env steps per run between evaluations")
-    pretrain_steps: int = sac_study._f(10_000, "unused here (the Far policy is an asset)")
+    pretrain_steps: int = sac_study._f(0, "unused here (the Far policy is an asset)")
     finetune_steps: int = sac_study._f(1_000_000, "env steps of fine-tuning per run")
     finetune_start_steps: int = sac_study._f(0, "uniform-random env steps at the start")
 

@@ -118,9 +118,10 @@ class SACStudyConfig:
         for k in ("T", "batch_size", "seeds", "update_every", "steps_per_chunk", "eval_episodes"):
             if getattr(self, k) < 1:
                 bad.append(f"{k} must be >= 1")
-        for k in ("pretrain_steps", "finetune_steps"):
-            if getattr(self, k) % self.steps_per_chunk or getattr(self, k) < 1:
-                bad.append(f"{k} must be a positive multiple of steps_per_chunk")
+        if self.finetune_steps < 1 or self.finetune_steps % self.steps_per_chunk:
+            bad.append("finetune_steps must be a positive multiple of steps_per_chunk")
+        if self.pretrain_steps < 0 or self.pretrain_steps % self.steps_per_chunk:
+            bad.append("pretrain_steps must be a multiple of steps_per_chunk (0: no pre-training)")
         if self.steps_per_chunk % self.update_every:
             bad.append("steps_per_chunk must be a multiple of update_every")
         if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.polyak <= 1:
@@ -358,6 +359,8 @@ def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
     """Multi-task SAC on the Far stages; writes ``out_dir/policy`` and the pre-training curves."""
+    if cfg.pretrain_steps < 1:
+        raise cfglib.ConfigError("pretrain_steps must be >= 1 to pre-train")
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     env, params = build_env(cfg)
