@@ -3,6 +3,7 @@
 from fpc_jax.envs import (
     apple_retrieval,  # noqa: F401  (registers "apple_retrieval")
     metaworld_cpu,  # noqa: F401  (registers "metaworld/*", lazy import)
+    metaworld_mjx,  # noqa: F401  (registers backend "mjx" of "metaworld/*", lazy import)
     point_sequence,  # noqa: F401  (registers "point_sequence")
 )
 from fpc_jax.envs.registry import make, register, registered
