@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -128,3 +129,16 @@ def test_sharded_equals_single_device(pretrained, finetuned, tmp_path):
     info = (tmp_path / "run_info.json").read_text()
     assert '"devices"' in info
     assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
+
+
+def test_policy_checkpoint_round_trip(pretrained, tmp_path):
+    pre = ckpt.load_policy(pretrained)
+    again = ckpt.save_policy(tmp_path / "copy", pre.state, {"note": "round trip"})
+    back = ckpt.load_policy(again, expected=pre.config)
+
+    for a, b in zip(jax.tree.leaves(pre.state), jax.tree.leaves(back.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert back.meta["note"] == "round trip" and back.meta["format_version"] == ckpt.FORMAT_VERSION
+    (Path(again) / "meta.json").write_text('{"format_version": 99}')
+    with pytest.raises(ckpt.CheckpointError, match="format version 99"):
+        ckpt.load_policy(again)
