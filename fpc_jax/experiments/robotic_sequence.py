@@ -40,7 +40,7 @@ from fpc_jax.envs.metaworld_cpu import (
 )
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import results, sac_study
+from fpc_jax.experiments import results, sac_study, study_report
 from fpc_jax.retention.anchors import make_anchors
 
 OBS_DIM, ACT_DIM = 40, 4
@@ -448,16 +448,16 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     curves = sac_study._stack(history)
     wall = time.perf_counter() - t0
     env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
-    rows = sac_study.summarize(labels, curves, far, env_ns)
-    results.write_csv(out_dir / "summary.csv", rows, sac_study.SUMMARY_COLUMNS)
+    rows = study_report.summarize(labels, curves, far, env_ns)
+    results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    sac_study.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
+    study_report.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
         "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e,
         "agent_steps_per_s": runs * cfg.finetune_steps / wall,
     })  # fmt: skip
-    for line in sac_study.table(cfg, rows):
+    for line in study_report.table(cfg, rows):
         log(line)
     log(f"[sweep] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
     return out_dir
