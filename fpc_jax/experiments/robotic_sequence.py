@@ -23,13 +23,12 @@ import tqdm
 
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig
-from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init, buffer_sample
-from fpc_jax.agents.sac.train import make_policy, transition_example
+from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
+from fpc_jax.agents.sac.train import make_policy, make_update_burst, transition_example
 from fpc_jax.agents.sac.update import (
     SACTrainState,
     init_train_state,
     train_state_from_params,
-    update_step,
 )
 from fpc_jax.envs.metaworld_cpu import (
     DEFAULT_TASKS,
@@ -255,21 +254,11 @@ def collect_far_data(
 def _make_learn(config: SACConfig, updates: int):
     """Jitted, vmapped over runs: write a burst of transitions, then ``updates`` SAC updates."""
 
+    burst = make_update_burst(config, updates)
+
     def learn(sac: SACTrainState, buf, transitions, anchors, coefs, hyper, key, do_update):
         buf = buffer_add(buf, transitions)
-
-        def one(s, k):
-            k_batch, k_upd = jax.random.split(k)
-            batch = buffer_sample(buf, k_batch, config.batch_size)
-            return update_step(s, batch, anchors, coefs, hyper, k_upd)
-
-        def run(s):
-            s, m = jax.lax.scan(one, s, jax.random.split(key, updates))
-            return s, jax.tree.map(jnp.mean, m)
-
-        metrics_shape = jax.eval_shape(run, sac)[1]
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), metrics_shape)
-        sac, metrics = jax.lax.cond(do_update, run, lambda s: (s, zeros), sac)
+        sac, metrics = burst(sac, buf, anchors, coefs, hyper, key, do_update)
         return sac, buf, metrics
 
     in_axes = (0, 0, 0, None, 0, 0, 0, None)

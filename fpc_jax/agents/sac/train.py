@@ -187,11 +187,35 @@ def make_evaluate(
     return evaluate
 
 
+def make_update_burst(config, updates: int) -> Callable[..., Any]:
+    """``burst(sac, buf, anchors, coefs, hyper, key, do_update) -> (sac, metrics)``: ``updates``
+    SAC updates on minibatches sampled from ``buf`` (metrics averaged), or, when ``do_update`` is
+    False, the state unchanged with zero metrics. Pass an unbatched ``do_update`` so that under
+    ``vmap`` the ``lax.cond`` stays a real branch."""
+
+    def run(sac, buf, anchors, coefs, hyper, key):
+        def one(s, k):
+            k_batch, k_upd = jax.random.split(k)
+            batch = buffer_sample(buf, k_batch, config.batch_size)
+            return update_step(s, batch, anchors, coefs, hyper, k_upd)
+
+        sac, metrics = jax.lax.scan(one, sac, jax.random.split(key, updates))
+        return sac, jax.tree.map(jnp.mean, metrics)
+
+    def burst(sac, buf, anchors, coefs, hyper, key, do_update):
+        args = (buf, anchors, coefs, hyper, key)
+        shapes = jax.eval_shape(run, sac, *args)[1]
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        return jax.lax.cond(do_update, lambda s: run(s, *args), lambda s: (s, zeros), sac)
+
+    return burst
+
+
 def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[..., Any]:
     """Build ``chunk(run, step0, anchors, coefs, hyper, params, stage_pool) -> (run, out)``."""
     sample, _ = make_policy(config)
     evaluate = make_evaluate(env, config, static.eval_episodes, static.stage_horizon)
-    new_episode_params = episode_params_fn
+    burst = make_update_burst(config, static.update_every)
     n_iters = static.steps_per_chunk // static.update_every
     act_dim = config.act_dim
 
@@ -216,7 +240,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             stage=info["stage"],
         )
         done = terminated | truncated
-        ep_params = new_episode_params(static, stage_pool)(k_ep, params)
+        ep_params = episode_params_fn(static, stage_pool)(k_ep, params)
         _, reset_state = env.reset(k_reset, ep_params)
         solved = next_state.stages_solved
         run = run.replace(
@@ -228,15 +252,6 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             all_solved_sum=run.all_solved_sum + (done & (solved >= run.episode_params.num_stages)),
         )
         return run, reward
-
-    def grad_steps(run: RunState, anchors, coefs, hyper, key):
-        def one(sac, k):
-            k_batch, k_upd = jax.random.split(k)
-            batch = buffer_sample(run.buffer, k_batch, config.batch_size)
-            return update_step(sac, batch, anchors, coefs, hyper, k_upd)
-
-        sac, metrics = jax.lax.scan(one, run.sac, jax.random.split(key, static.update_every))
-        return run.replace(sac=sac), jax.tree.map(jnp.mean, metrics)
 
     def chunk(
         run: RunState,
@@ -267,12 +282,8 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
                 (steps, jax.random.split(k_env, static.update_every)),
             )
             do_update = base + static.update_every > static.update_after
-            run, metrics = jax.lax.cond(
-                do_update,
-                lambda r: grad_steps(r, anchors, coefs, hyper, k_upd),
-                lambda r: (r, metric_zeros),
-                run,
-            )
+            sac, metrics = burst(run.sac, run.buffer, anchors, coefs, hyper, k_upd, do_update)
+            run = run.replace(sac=sac)
             return run, {**metrics, "train/reward": jnp.mean(rewards)}
 
         run, metrics = jax.lax.scan(
@@ -287,22 +298,4 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
         }
         return run, out
 
-    # Shapes of the update metrics, for the no-update branch of the cond.
-    metric_zeros = _metric_zeros(config)
     return chunk, evaluate
-
-
-def _metric_zeros(config) -> dict[str, jax.Array]:
-    from fpc_jax.agents.sac.update import init_train_state
-    from fpc_jax.retention.anchors import placeholder_anchors
-
-    def shapes():
-        hyper = SACHyper.create(config.act_dim)
-        sac = init_train_state(config, hyper, jax.random.key(0))
-        anchors = placeholder_anchors(config, sac.actor_params, sac.critic_params, 1)
-        ex = transition_example(config.obs_dim, config.act_dim)
-        batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.batch_size, *x.shape)), ex)
-        _, m = update_step(sac, batch, anchors, RetentionCoefs.create(), hyper, jax.random.key(0))
-        return m
-
-    return {k: jnp.zeros(v.shape, v.dtype) for k, v in jax.eval_shape(shapes).items()}
