@@ -10,7 +10,9 @@ imported when an env is built, never when this module is imported; importing it 
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,9 +32,13 @@ batching rule batches the branch constants, and MuJoCo Warp's ``custom_vmap`` re
 constants: ``AssertionError`` in ``jax/_src/custom_batching.py``). Use ``switch`` only for
 unbatched single-env loops."""
 
-IMPLS: tuple[str, ...] = ("warp",)
-"""MJX implementations that load these models: ``"jax"`` fails in ``mjx.put_model`` (cylinder-box
-and mesh-margin collisions are not implemented there; docs/mjx_backend.md)."""
+IMPLS: tuple[str, ...] = ("warp", "jax")
+"""``"warp"``: MuJoCo Warp on metaworld's unedited models (NVIDIA GPUs; CPU through Warp's CPU
+backend). ``"jax"``: MJX's JAX pipeline (TPUs, any JAX device) on models with the edits of
+``fpc_jax.envs.mjx_models.JAX_EDITS`` (docs/mjx_backend.md measures them)."""
+
+CPU_FLAG = "--xla_cpu_use_fusion_emitters=false"
+"""XLA flag MJX's JAX pipeline needs on CPU with jax >= 0.7 (../shared/MJX_NOTES.md)."""
 
 PHYSICS_FIELDS: tuple[str, ...] = (
     "time", "qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart",
@@ -100,7 +106,6 @@ def _port_env(task: str, impl: str, naconmax: int, njmax: int) -> tuple[Any, Any
     template each step rebuilds its Data from. Built once per ``(task, impl, naconmax, njmax)``.
     """
     try:
-        from MTCWorldMJX import make
         from MTCWorldMJX import mjx_env as port
         from MTCWorldMJX.envs.sawyer_xyz import SawyerXYZConfig
     except ImportError as e:
@@ -112,8 +117,29 @@ def _port_env(task: str, impl: str, naconmax: int, njmax: int) -> tuple[Any, Any
 
     if impl not in IMPLS:
         raise ValueError(f"unknown MJX impl {impl!r}; valid: {', '.join(IMPLS)}")
+    on_cpu = jax.default_backend() == "cpu"
+    if impl == "jax" and on_cpu and CPU_FLAG not in os.getenv("XLA_FLAGS", ""):
+        warnings.warn(
+            f"MJX impl='jax' on CPU: set XLA_FLAGS={CPU_FLAG} before JAX starts; without it "
+            "jax >= 0.7 ran a jitted MJX kinematics call in 1.6 s instead of 1.4 ms "
+            "(docs/mjx_backend.md)",
+            stacklevel=3,
+        )
+    from MTCWorldMJX.env_dict import ENV_CLS_MAP
+
+    from fpc_jax.envs import mjx_models
+
+    # The port ships a copy of metaworld's model files; read the installed metaworld's instead.
+    cls = ENV_CLS_MAP[task]
+    xml = str(mjx_models.metaworld_xml(str(cls.xml_path.fget(None))))
+    own = type(cls.__name__, (cls,), {"xml_path": property(lambda self: xml)})
     config = SawyerXYZConfig(partially_observable=False, impl=impl, naconmax=naconmax, njmax=njmax)
-    env = make(task, config=config)
+    load = port.load_mj_model
+    port.load_mj_model = mjx_models.port_loader(impl, load)
+    try:
+        env = own(config)
+    finally:
+        port.load_mj_model = load
     data0 = port.make_data(
         env.mj_model, env.mjx_model, qpos=env._init_qpos, qvel=env._init_qvel,
         naconmax=naconmax, njmax=njmax,
