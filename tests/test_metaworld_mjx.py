@@ -37,18 +37,19 @@ OPEN_LOOP_STEPS = 50
 # Max |MJX - real| up to step 50, same start and actions (hand xyz, object xyz): about 3x the
 # evaluation's worst case on mujoco 3.16 (push 8e-4 / 2e-3, hammer 2e-4 / 1.5e-3, push-wall
 # 1.6e-3 / 2.2e-3; peg-unplug-side 4.7e-2 / 1.1e-2 at step 50, zero geom margins, see the doc).
-JAX_POS_TOL = {"hammer-v3": 0.1, "push-v3": 0.1, "peg-unplug-side-v3": 0.1, "push-wall-v3": 0.1}
 POS_TOL = {
     "warp": {"hammer-v3": 5e-3, "push-v3": 7e-3, "peg-unplug-side-v3": 0.1, "push-wall-v3": 7e-3},
-    # impl="jax": edited models (JAX_EDITS). Set from benchmarks/mjx_jax_edits.py (the edits alone
-    # on CPU MuJoCo) and the measured MJX-JAX runs, docs/mjx_backend.md "impl=jax".
-    "jax": JAX_POS_TOL,
+    # impl="jax" (edited models, JAX_EDITS): ~3x what was measured here (hammer 1.8e-3 / 2.6e-3,
+    # push 2.6e-3 / 4.1e-3, push-wall 9.9e-4 / 1.6e-3, peg 3.8e-2 / 9.9e-3; docs/mjx_backend.md)
+    "jax": {"hammer-v3": 8e-3, "push-v3": 1.2e-2, "peg-unplug-side-v3": 0.1, "push-wall-v3": 7e-3},
 }
 # Rewards (measured here, seed 11: max over steps 1-25 hammer 0.060, peg 0.041, push 2e-3,
 # push-wall 7e-4; median over steps 1-50 <= 1.1e-3). Past step 25 a sub-mm offset moves a
 # threshold of the shaped rewards by a step and the reward by 1-5 (evaluation: max up to the
 # first success 2.1-5.5, the same jumps between two CPU MuJoCo releases), hence the loose max.
-REWARD_TOL_25 = 0.15
+# impl="jax": push-wall's reward differed by 0.26 within steps 1-25 (the prism puck's contact
+# moves a shaped term's threshold); the other tasks by <= 0.05.
+REWARD_TOL_25 = {"warp": 0.15, "jax": 0.5}
 REWARD_MEDIAN_TOL = 0.01
 REWARD_TOL_50 = 6.0
 
@@ -284,5 +285,5 @@ def test_open_loop_replay_matches_cpu(task, impl):
     assert d[..., 36:39].max() < 1e-5  # the goal stays put
     dr = np.abs(r["cpu_rewards"] - r["mjx_rewards"])
     print(task, "reward |d| max 25 / max 50 / median 50", dr[:, :25].max(), dr.max(), np.median(dr))
-    assert dr[:, :25].max() < REWARD_TOL_25 and np.median(dr) < REWARD_MEDIAN_TOL
+    assert dr[:, :25].max() < REWARD_TOL_25[impl] and np.median(dr) < REWARD_MEDIAN_TOL
     assert dr.max() < REWARD_TOL_50
