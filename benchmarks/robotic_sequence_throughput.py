@@ -61,6 +61,7 @@ def main() -> None:
     for r in (int(x) for x in args.runs.split(",")):
         m = measure(r, args.bursts, args.workers)
         report["vectorized"].append(m)
+        results.write_json(args.out, report)  # kept if a time limit stops the rest
         print(f"{r:3d} runs: {m['agent_steps_per_s']:.1f} agent steps/s "
               f"(warm-up {m['warmup_s']:.0f}s)")  # fmt: skip
     ctx = mp.get_context("forkserver")
