@@ -26,7 +26,7 @@ def _study(kind: str):
 
         sharding.maybe_initialize_distributed()
         cfg = cfglib.load(sac_study.SACStudyConfig, args.config, overrides)
-        out = args.out or f"runs/toy/{cfg.name}/{kind}"
+        out = args.out or f"runs/{cfg.backend or 'toy'}/{cfg.name}/{kind}"
         if kind == "pretrain":
             sac_study.pretrain(cfg, out)
         else:

@@ -142,3 +142,25 @@ def test_policy_checkpoint_round_trip(pretrained, tmp_path):
     (Path(again) / "meta.json").write_text('{"format_version": 99}')
     with pytest.raises(ckpt.CheckpointError, match="format version 99"):
         ckpt.load_policy(again)
+
+
+def test_backend_fields_are_validated_and_kept_out_of_old_resume_keys():
+    with pytest.raises(cfglib.ConfigError, match="unknown backend 'gpu'"):
+        tiny(backend="gpu")
+    with pytest.raises(cfglib.ConfigError, match="unknown mjx_impl"):
+        tiny(env="metaworld/robotic_sequence", backend="mjx", mjx_impl="nope")
+    with pytest.raises(cfglib.ConfigError, match="serves env"):
+        tiny(backend="mjx")  # the toy env has no MJX backend
+    with pytest.raises(cfglib.ConfigError, match="unknown Meta-World task 'push'"):
+        tiny(env="metaworld/robotic_sequence", backend="mjx", tasks=["push"])
+    with pytest.raises(cfglib.ConfigError, match="tasks needs a Meta-World backend"):
+        sac_study.build_env(tiny(tasks=["push-v3"]))
+    # fields added for the MJX backend stay out of the resume key at their defaults, so run
+    # checkpoints written before they existed still resume
+    assert not {"backend", "tasks", "mjx_impl"} & set(cfglib.resume_key(tiny()))
+    mjx = {"env": "metaworld/robotic_sequence", "backend": "mjx", "methods": ["ft", "bc"]}
+    assert cfglib.resume_key(tiny(**mjx))["backend"] == "mjx"
+    # the widest env call: runs x 4 heads x 2 evaluation episodes, or the 100-lane pi* rollout
+    assert sac_study.env_lanes(tiny(**mjx, seeds=3), "finetune") == sac_study.TEACHER_ENVS
+    assert sac_study.env_lanes(tiny(**mjx, seeds=20), "finetune") == 40 * 4 * 2
+    assert sac_study.env_lanes(tiny(**mjx, seeds=20), "pretrain") == 4 * 2

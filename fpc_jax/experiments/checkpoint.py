@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ def save_runs(path: str | Path, tree: Any, info: dict[str, Any]) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp / "state", jax.tree.map(jnp.asarray, tree))
+    ckptr.save(tmp / "state", _drop_empty(jax.tree.map(jnp.asarray, tree)))
     ckptr.wait_until_finished()
     (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     if path.exists():
@@ -142,9 +143,19 @@ def load_runs(path: str | Path, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restore a batched run state saved by ``save_runs`` into the structure of ``target``."""
     path = _abs(path)
     info = json.loads((path / "info.json").read_text())
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = _drop_empty(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
     try:
         tree = ocp.StandardCheckpointer().restore(path / "state", abstract)
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"run checkpoint {str(path)!r} does not match this run: {e}") from e
+    leaves, treedef = jax.tree.flatten(target)
+    got = jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+    tree = treedef.unflatten([t if g is None else g for t, g in zip(leaves, got, strict=True)])
     return tree, info
+
+
+def _drop_empty(tree: Any) -> Any:
+    """Zero-size leaves as ``None``: orbax refuses to save zero-size arrays (an MJX env state has
+    some, e.g. ``act`` of a model without activation states); ``load_runs`` takes them from the
+    target."""
+    return jax.tree.map(lambda x: None if math.prod(x.shape) == 0 else x, tree)

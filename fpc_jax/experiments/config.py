@@ -1,14 +1,16 @@
 """Config as data: frozen dataclass schemas from YAML, with validated ``key=value`` overrides.
 
 A schema is a frozen dataclass; each field's ``metadata`` may carry ``help`` (shown in errors and
-``--help``) and ``sweep=True`` (the field accepts a list, which becomes a sweep axis). Configs are
-built once and never mutated (STYLE rule 6).
+``--help``), ``sweep=True`` (the field accepts a list, which becomes a sweep axis) and
+``resume_omit_default=True`` (see ``resume_key``). Configs are built once and never mutated
+(STYLE rule 6).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -172,3 +174,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def dump(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def resume_key(cfg: Any) -> dict[str, Any]:
+    """``to_dict(cfg)`` as JSON values: what a resumable run checkpoint must match to resume.
+
+    Fields added to a schema after runs were checkpointed carry ``resume_omit_default=True`` and
+    are left out while they hold their default, so those runs still resume under the new schema.
+    """
+    omit = {
+        f.name
+        for f in dataclasses.fields(cfg)
+        if f.metadata.get("resume_omit_default") and getattr(cfg, f.name) == f.default
+    }
+    key = {k: v for k, v in to_dict(cfg).items() if k not in omit}
+    return json.loads(json.dumps(key, default=str))

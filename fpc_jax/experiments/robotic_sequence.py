@@ -10,7 +10,6 @@ axis, exactly as in the pure-JAX study (``sac_study``), whose results and plotti
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,8 +37,8 @@ from fpc_jax.envs.metaworld_cpu import (
     single_stage_config,
 )
 from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import chunks, results, sac_study, study_report
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import results, sac_study, study_report
 from fpc_jax.retention.anchors import make_anchors
 
 OBS_DIM, ACT_DIM = 40, 4
@@ -71,6 +70,11 @@ class RoboticSequenceConfig(sac_study.SACStudyConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.backend:
+            raise cfglib.ConfigError(
+                f"backend {self.backend!r}: the sweep steps the real Meta-World on CPU; run the "
+                "MJX study with `fpc-jax finetune` (configs/robotic_sequence/mjx.yaml)"
+            )
         try:
             tasks = check_tasks(self.tasks)
         except ValueError as e:
@@ -397,7 +401,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     t0 = time.perf_counter()
     key = jax.random.fold_in(key, 7)
     state_dir, curves_path = out_dir / "sweep_state", out_dir / "sweep_curves.npz"
-    resume_key = json.loads(json.dumps(cfglib.to_dict(cfg), default=str))
+    resume_key = cfglib.resume_key(cfg)
     start, step = 0, 0
     if state_dir.exists():
         (sac, buf, key), info = ckpt.load_runs(state_dir, (sac, buf, key))
@@ -423,7 +427,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             ev = evaluate_runs(acting, loop.sac.actor_params, seq, runs, cfg.eval_episodes,
                                seed=10_000 + c, workers=cfg.workers)  # fmt: skip
             history.append({f"eval/{k}": v for k, v in ev.items()})
-            np.savez(curves_path, **sac_study._stack(history))
+            np.savez(curves_path, **chunks._stack(history))
             bar.set_postfix_str("stage succ " + " ".join(
                 f"{v:.2f}" for v in ev["stage_success"].mean(0)))  # fmt: skip
             if c == n_chunks:
@@ -434,7 +438,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     finally:
         bar.close()
         loop.close()
-    curves = sac_study._stack(history)
+    curves = chunks._stack(history)
     wall = time.perf_counter() - t0
     env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
     rows = study_report.summarize(labels, curves, far, env_ns)

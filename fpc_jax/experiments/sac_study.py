@@ -1,5 +1,8 @@
 """The SAC FPC study on a pure-JAX stitched env: pre-train on Far, fine-tune every method x seed.
 
+The env is a pure-JAX registry env (the toy ``point_sequence``) or, with ``backend: mjx``, the
+Meta-World RoboticSequence on MJX-Warp (docs/mjx_backend.md), so the whole study runs on-device.
+
 ``pretrain(cfg, out)``: multi-task SAC on the Far stages (each episode one Far stage alone, with
 its head), saved as a policy checkpoint. ``finetune(cfg, out)``: loads it, builds the retention
 anchors (theta*, EWC Fisher, BC states, EM transitions) from pi* on the Far stages, and trains all
@@ -12,37 +15,41 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig
-from fpc_jax.agents.sac.train import (
-    LoopStatic,
-    RunState,
-    init_run_state,
-    make_policy,
-    make_train_chunk,
-)
+from fpc_jax.agents.sac.train import LoopStatic, init_run_state, make_policy
 from fpc_jax.agents.sac.update import SACHyper, init_train_state, train_state_from_params
 from fpc_jax.envs import make
+from fpc_jax.envs.metaworld_cpu import DEFAULT_TASKS, check_tasks
+from fpc_jax.envs.metaworld_mjx import IMPLS
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, subsequence_params
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import results, sharding
+from fpc_jax.experiments.chunks import run_chunks
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
 from fpc_jax.retention.anchors import make_anchors
 from fpc_jax.retention.penalties import RetentionCoefs, preset_names
 
 COEF_FIELDS = ("l2_actor", "l2_critic", "ewc_actor", "ewc_critic", "bc_actor", "bc_critic",
                "ks_actor")  # fmt: skip
+
+BACKENDS: tuple[str, ...] = ("", "mjx")
+"""``""``: ``env`` is a registered pure-JAX sequence env, built from ``T`` and ``beta``;
+``"mjx"``: ``env`` is ``metaworld/robotic_sequence`` on the MJX backend (docs/mjx_backend.md)."""
+
+MJX_ENVS: tuple[str, ...] = ("metaworld/robotic_sequence",)
+"""Envs the ``mjx`` backend serves for this study (the single-task names have no Far stages)."""
+
+TEACHER_ENVS = 100
+"""Parallel envs (vmap lanes) of the pi* rollout that collects the anchors' data."""
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -54,7 +61,16 @@ class SACStudyConfig:
     """Schema of ``configs/toy/*.yaml`` (pre-training and fine-tuning share one file)."""
 
     name: str = _f("toy", "experiment name")
-    env: str = _f("point_sequence", "registered pure-JAX sequence env")
+    env: str = _f("point_sequence", "registered pure-JAX sequence env, or metaworld/* (backend)")
+    backend: str = _f(
+        "", "'' (env is a pure-JAX registry env) or 'mjx' (Meta-World on MJX-Warp)",
+        resume_omit_default=True,
+    )  # fmt: skip
+    tasks: tuple[str, ...] = _f(
+        (), "Meta-World v3 tasks of the sequence, in order (backend mjx; empty: the env default)",
+        resume_omit_default=True,
+    )  # fmt: skip
+    mjx_impl: str = _f("warp", "MJX implementation (backend mjx)", resume_omit_default=True)
     T: int = _f(100, "stage time limit (steps)")
     beta: float = _f(1.5, "success bonus factor")
     hidden_sizes: tuple[int, ...] = _f((256, 256, 256, 256), "MLP widths (CW: 4 x 256)")
@@ -112,6 +128,17 @@ class SACStudyConfig:
                 bad.append(f"{k} must be a finite number >= 0, got {v}")
         if self.bc_kl_direction not in (0.0, 1.0):
             bad.append("bc_kl_direction must be 0 or 1")
+        if self.backend not in BACKENDS:
+            bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
+        elif self.backend and self.env not in MJX_ENVS:
+            bad.append(f"backend {self.backend!r} serves env {list(MJX_ENVS)}, not {self.env!r}")
+        if self.mjx_impl not in IMPLS:
+            bad.append(f"unknown mjx_impl {self.mjx_impl!r}; valid: {list(IMPLS)}")
+        if self.tasks:
+            try:
+                check_tasks(self.tasks)
+            except ValueError as e:
+                bad.append(str(e))
         for k in ("T", "batch_size", "seeds", "update_every", "steps_per_chunk", "eval_episodes"):
             if getattr(self, k) < 1:
                 bad.append(f"{k} must be >= 1")
@@ -176,11 +203,45 @@ def parse_method(token: str) -> tuple[str, dict[str, float]]:
 # Shared setup
 
 
-def build_env(cfg: SACStudyConfig) -> tuple[SequenceEnv, SequenceParams]:
-    env, params = make(cfg.env, T=cfg.T, beta=cfg.beta)
-    if not isinstance(env, SequenceEnv):
-        raise cfglib.ConfigError(f"env {cfg.env!r} is not a pure-JAX sequence env")
-    return env, params
+_ENVS: dict[tuple[Any, ...], tuple[SequenceEnv, SequenceParams]] = {}
+
+
+def build_env(cfg: SACStudyConfig, num_envs: int = 1) -> tuple[SequenceEnv, SequenceParams]:
+    """The study's env and default params, memoized per build arguments: the compiled programs
+    are cached per env object (``chunks._compiled``), so equal configs share them, and an MJX env
+    is built once per process. ``num_envs`` (``env_lanes``) sizes the MJX contact buffer."""
+    kw: dict[str, Any] = {"T": cfg.T, "beta": cfg.beta}
+    if cfg.backend:
+        kw.update(backend=cfg.backend, impl=cfg.mjx_impl, num_envs=num_envs)
+        if cfg.tasks:
+            kw["tasks"] = tuple(cfg.tasks)
+    elif cfg.tasks:
+        raise cfglib.ConfigError(f"tasks needs a Meta-World backend; valid: {list(BACKENDS[1:])}")
+    spec = (cfg.env, *sorted(kw.items()))
+    if spec not in _ENVS:
+        env, params = make(cfg.env, **kw)
+        if not isinstance(env, SequenceEnv):
+            raise cfglib.ConfigError(f"env {cfg.env!r} is not a pure-JAX sequence env")
+        _ENVS[spec] = env, params
+    return _ENVS[spec]
+
+
+def env_lanes(cfg: SACStudyConfig, phase: str) -> int:
+    """The most vmap lanes of any one env call in the programs of ``phase``.
+
+    The MJX backend needs it: MuJoCo-Warp's contact buffer (``naconmax``) is shared by all lanes
+    of one call, so it must hold the contacts of the widest call (too small a buffer silently drops
+    contacts). The calls: a training step steps one env per run, vmapped over the runs
+    (``runs`` lanes; pre-training has 1 run, fine-tuning methods x seeds); ``make_evaluate``,
+    inside every chunk and once at the end, vmapped over the runs, plays ``eval_episodes``
+    sequence episodes and ``num_heads x eval_episodes`` single-stage episodes per run (its widest
+    call: ``runs x num_heads x eval_episodes`` lanes); fine-tuning's pi* rollout
+    (``collect_teacher_data``) steps ``TEACHER_ENVS`` lanes.
+    """
+    heads = len(cfg.tasks or DEFAULT_TASKS)
+    runs = 1 if phase == "pretrain" else len(cfg.methods) * cfg.seeds
+    lanes = runs * heads * cfg.eval_episodes
+    return lanes if phase == "pretrain" else max(lanes, TEACHER_ENVS)
 
 
 def sac_config(cfg: SACStudyConfig, env: SequenceEnv) -> SACConfig:
@@ -220,136 +281,6 @@ def _bcast(tree: Any, n: int) -> Any:
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
 
 
-class _Progress:
-    def __init__(self, total: int, desc: str, log) -> None:
-        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
-        self.log = log
-
-    def update(self, n: int, note: str) -> None:
-        self.bar.update(n)
-        self.bar.set_postfix_str(note)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def run_chunks(
-    *,
-    env: SequenceEnv,
-    static: LoopStatic,
-    config: SACConfig,
-    runs: RunState,
-    anchors: Any,
-    coefs: RetentionCoefs,
-    hyper: SACHyper,
-    params: SequenceParams,
-    stage_pool: jax.Array,
-    total_steps: int,
-    out_dir: Path,
-    tag: str,
-    resume_key: dict[str, Any],
-    checkpoint_every: int,
-    log=print,
-    mesh: Any = None,
-    stop_after: int | None = None,
-) -> tuple[RunState, dict[str, np.ndarray], dict[str, float]] | None:
-    """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
-    every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
-    chunks (total, counting resumed ones) stops early like an interruption and returns None."""
-    chunk_fn, eval_fn = _compiled(env, static, config)
-    n_chunks = total_steps // static.steps_per_chunk
-    ckpt_dir = out_dir / f"{tag}_state"
-    curves_path = out_dir / f"{tag}_curves.npz"
-    history: list[dict[str, np.ndarray]] = []
-    start = 0
-    if ckpt_dir.exists():
-        runs_restored, info = ckpt.load_runs(ckpt_dir, runs)
-        if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
-            raise ckpt.CheckpointError(
-                f"{ckpt_dir} belongs to a different configuration; use another --out or delete it"
-            )
-        runs, start = runs_restored, int(info["chunks_done"])
-        if curves_path.exists():
-            saved = np.load(curves_path)
-            history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
-        log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
-    eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
-    if mesh is not None:
-        runs, coefs, hyper, eval_keys = sharding.shard_runs(mesh, (runs, coefs, hyper, eval_keys))
-        anchors, params, stage_pool = sharding.replicate(mesh, (anchors, params, stage_pool))
-    t0 = time.perf_counter()
-    compile_s = 0.0
-    progress = _Progress(total_steps, f"[{tag}] env steps/run", log)
-    progress.update(start * static.steps_per_chunk, "")
-    for c in range(start, n_chunks):
-        tc = time.perf_counter()
-        step0 = jnp.int32(c * static.steps_per_chunk)
-        if mesh is not None:
-            step0 = sharding.replicate(mesh, step0)
-        runs, out = chunk_fn(runs, step0, anchors, coefs, hyper, params, stage_pool)
-        out = jax.device_get(out)
-        if c == start:
-            compile_s = time.perf_counter() - tc
-        history.append(_flatten(out))
-        np.savez(curves_path, **_stack(history))
-        if (c + 1) % checkpoint_every == 0 or c + 1 == n_chunks:
-            ckpt.save_runs(ckpt_dir, runs, {"chunks_done": c + 1, "resume_key": resume_key})
-        stage = np.asarray(out["eval"]["stage_success"]).mean(0)
-        progress.update(static.steps_per_chunk, "stage succ " + " ".join(f"{s:.2f}" for s in stage))
-        if stop_after is not None and c + 1 >= stop_after and c + 1 < n_chunks:
-            progress.close()
-            log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
-            return None
-    progress.close()
-    final = jax.device_get(eval_fn(runs.sac.actor_params, params, eval_keys))
-    history.append(_flatten({"eval": final}, like=history[-1] if history else None))
-    curves = _stack(history)
-    np.savez(curves_path, **curves)
-    wall = time.perf_counter() - t0
-    return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
-
-
-_COMPILED: dict[Any, Any] = {}
-
-
-def _compiled(env: SequenceEnv, static: LoopStatic, config: SACConfig) -> tuple[Any, Any]:
-    """Jitted, vmapped chunk and evaluation programs, cached so that resuming, re-running or
-    running another method/coefficient set reuses the compiled executables."""
-    key = (env.name, static, config)
-    if key not in _COMPILED:
-        chunk, evaluate = make_train_chunk(env, static, config)
-        in_axes = (0, None, None, 0, 0, None, None)
-        _COMPILED[key] = (
-            jax.jit(jax.vmap(chunk, in_axes=in_axes), donate_argnums=(0,)),
-            jax.jit(jax.vmap(evaluate, in_axes=(0, None, 0))),
-        )
-    return _COMPILED[key]
-
-
-def _num_runs(runs: RunState) -> int:
-    return int(jax.tree.leaves(runs.key)[0].shape[0])
-
-
-def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    flat = {}
-    for k, v in out.items():
-        if isinstance(v, dict):
-            for kk, vv in v.items():
-                flat[f"{k}/{kk}"] = np.asarray(vv)
-        else:
-            flat[k] = np.asarray(v)
-    if like is not None:  # the final evaluation has no training statistics: fill with NaN
-        for k, v in like.items():
-            if k not in flat:
-                flat[k] = np.full_like(v, np.nan, dtype=np.float64)
-    return flat
-
-
-def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Curves with shape (evaluations, runs, ...)."""
-    return {k: np.stack([h[k] for h in history]) for k in history[0]}
-
-
 # ---------------------------------------------------------------------------------------------
 # Pre-training
 
@@ -360,7 +291,7 @@ def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
         raise cfglib.ConfigError("pretrain_steps must be >= 1 to pre-train")
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    env, params = build_env(cfg)
+    env, params = build_env(cfg, env_lanes(cfg, "pretrain"))
     config = sac_config(cfg, env)
     hyper = sac_hyper(cfg, config.act_dim)
     static = loop_static(cfg, "pretrain")
@@ -378,12 +309,14 @@ def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
         anchors=_null_anchors(config, sac), coefs=_bcast(RetentionCoefs.create(), 1),
         hyper=_bcast(hyper, 1), params=params, stage_pool=pool,
         total_steps=cfg.pretrain_steps, out_dir=out_dir, tag="pretrain",
-        resume_key=cfglib.to_dict(cfg), checkpoint_every=cfg.checkpoint_every, log=log,
+        resume_key=cfglib.resume_key(cfg), checkpoint_every=cfg.checkpoint_every, log=log,
     )  # fmt: skip
     state = jax.tree.map(lambda x: x[0], runs.sac)
     far = curves["eval/stage_success"][-1, 0, list(env.far_stages)]
+    backend = {"backend": cfg.backend, "tasks": list(env.stage_names)} if cfg.backend else {}
     policy = ckpt.save_policy(out_dir / "policy", state, {
-        "env": cfg.env, "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
+        "env": cfg.env, **backend,
+        "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
         "T": cfg.T, "pretrain_steps": cfg.pretrain_steps, "seed": cfg.seed,
         "far_success": far.tolist(), "wall_s": timing["wall_s"],
         "device": jax.devices()[0].device_kind,
@@ -411,7 +344,7 @@ def collect_teacher_data(
     far_stages: tuple[int, ...],
     n: int,
     key: jax.Array,
-    num_envs: int = 100,
+    num_envs: int = TEACHER_ENVS,
 ) -> Batch:
     """``n`` transitions of pi* (sampled actions) on the Far stages, played as a sequence of the
     Far stages alone (I: "states from the Far stages collected with pi*"), auto-resetting."""
@@ -425,8 +358,8 @@ _ROLLOUTS: dict[Any, Any] = {}
 
 
 def _teacher_rollout(env: SequenceEnv, config: SACConfig, steps: int):
-    """Jitted pi* rollouts, cached per (env name, network, length)."""
-    key = (env.name, config, steps)
+    """Jitted pi* rollouts, cached per (env, network, length)."""
+    key = (env, config, steps)
     if key not in _ROLLOUTS:
         _ROLLOUTS[key] = _build_teacher_rollout(env, config, steps)
     return _ROLLOUTS[key]
@@ -492,15 +425,21 @@ def finetune(
     """Fine-tune every method x seed from the pre-trained checkpoint; write results in out_dir."""
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    env, params = build_env(cfg)
+    env, params = build_env(cfg, env_lanes(cfg, "finetune"))
     config = sac_config(cfg, env)
     hyper = sac_hyper(cfg, config.act_dim)
     static = loop_static(cfg, "finetune")
-    path = resolve_checkpoint(cfg.checkpoint, f"runs/toy/{cfg.name}/pretrain/policy")
+    default = f"runs/{cfg.backend or 'toy'}/{cfg.name}/pretrain/policy"  # cli.py's pretrain --out
+    path = resolve_checkpoint(cfg.checkpoint, default)
     pre = ckpt.load_policy(path, expected=config)
     if pre.meta.get("env") not in (None, cfg.env):
         raise ckpt.CheckpointError(
             f"{path} was pre-trained on {pre.meta['env']!r}, not {cfg.env!r}"
+        )
+    if "tasks" in pre.meta and tuple(pre.meta["tasks"]) != env.stage_names:
+        raise ckpt.CheckpointError(
+            f"{path} was pre-trained on the tasks {pre.meta['tasks']} (one head each), but the "
+            f"env's heads are {list(env.stage_names)}"
         )
     far = tuple(pre.meta.get("far_stages", env.far_stages))
     key = jax.random.key(cfg.seed)
@@ -546,7 +485,7 @@ def finetune(
     out = run_chunks(
         env=env, static=static, config=config, runs=runs, anchors=anchors, coefs=coefs,
         hyper=hyp, params=params, stage_pool=pool, total_steps=cfg.finetune_steps,
-        out_dir=out_dir, tag="finetune", resume_key=cfglib.to_dict(cfg),
+        out_dir=out_dir, tag="finetune", resume_key=cfglib.resume_key(cfg),
         checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
     )  # fmt: skip
     if out is None:

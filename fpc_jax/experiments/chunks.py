@@ -1,0 +1,159 @@
+"""The chunk driver shared by the SAC studies: compiled, vmapped training chunks run back to back.
+
+``run_chunks`` drives ``make_train_chunk`` (fpc_jax/agents/sac/train.py), jitted and vmapped over
+the runs axis, for a number of env steps: it writes the curves after every chunk, a resumable
+run-state checkpoint every few chunks, and evaluates once more at the end. The compiled programs
+are cached, so resuming or running other methods / coefficients reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.train import LoopStatic, RunState, make_train_chunk
+from fpc_jax.agents.sac.update import SACHyper
+from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import sharding
+from fpc_jax.retention.penalties import RetentionCoefs
+
+
+class _Progress:
+    def __init__(self, total: int, desc: str, log) -> None:
+        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
+        self.log = log
+
+    def update(self, n: int, note: str) -> None:
+        self.bar.update(n)
+        self.bar.set_postfix_str(note)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_chunks(
+    *,
+    env: SequenceEnv,
+    static: LoopStatic,
+    config: SACConfig,
+    runs: RunState,
+    anchors: Any,
+    coefs: RetentionCoefs,
+    hyper: SACHyper,
+    params: SequenceParams,
+    stage_pool: jax.Array,
+    total_steps: int,
+    out_dir: Path,
+    tag: str,
+    resume_key: dict[str, Any],
+    checkpoint_every: int,
+    log=print,
+    mesh: Any = None,
+    stop_after: int | None = None,
+) -> tuple[RunState, dict[str, np.ndarray], dict[str, float]] | None:
+    """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
+    every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
+    chunks (total, counting resumed ones) stops early like an interruption and returns None."""
+    chunk_fn, eval_fn = _compiled(env, static, config)
+    n_chunks = total_steps // static.steps_per_chunk
+    ckpt_dir = out_dir / f"{tag}_state"
+    curves_path = out_dir / f"{tag}_curves.npz"
+    history: list[dict[str, np.ndarray]] = []
+    start = 0
+    if ckpt_dir.exists():
+        runs_restored, info = ckpt.load_runs(ckpt_dir, runs)
+        if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
+            raise ckpt.CheckpointError(
+                f"{ckpt_dir} belongs to a different configuration; use another --out or delete it"
+            )
+        runs, start = runs_restored, int(info["chunks_done"])
+        if curves_path.exists():
+            saved = np.load(curves_path)
+            history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
+        log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
+    eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
+    if mesh is not None:
+        runs, coefs, hyper, eval_keys = sharding.shard_runs(mesh, (runs, coefs, hyper, eval_keys))
+        anchors, params, stage_pool = sharding.replicate(mesh, (anchors, params, stage_pool))
+    t0 = time.perf_counter()
+    compile_s = 0.0
+    progress = _Progress(total_steps, f"[{tag}] env steps/run", log)
+    progress.update(start * static.steps_per_chunk, "")
+    for c in range(start, n_chunks):
+        tc = time.perf_counter()
+        step0 = jnp.int32(c * static.steps_per_chunk)
+        if mesh is not None:
+            step0 = sharding.replicate(mesh, step0)
+        runs, out = chunk_fn(runs, step0, anchors, coefs, hyper, params, stage_pool)
+        out = jax.device_get(out)
+        if c == start:
+            compile_s = time.perf_counter() - tc
+        history.append(_flatten(out))
+        np.savez(curves_path, **_stack(history))
+        if (c + 1) % checkpoint_every == 0 or c + 1 == n_chunks:
+            ckpt.save_runs(ckpt_dir, runs, {"chunks_done": c + 1, "resume_key": resume_key})
+        stage = np.asarray(out["eval"]["stage_success"]).mean(0)
+        progress.update(static.steps_per_chunk, "stage succ " + " ".join(f"{s:.2f}" for s in stage))
+        if stop_after is not None and c + 1 >= stop_after and c + 1 < n_chunks:
+            progress.close()
+            log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
+            return None
+    progress.close()
+    final = jax.device_get(eval_fn(runs.sac.actor_params, params, eval_keys))
+    history.append(_flatten({"eval": final}, like=history[-1] if history else None))
+    curves = _stack(history)
+    np.savez(curves_path, **curves)
+    wall = time.perf_counter() - t0
+    return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def _compiled(env: SequenceEnv, static: LoopStatic, config: SACConfig) -> tuple[Any, Any]:
+    """Jitted, vmapped chunk and evaluation programs, cached so that resuming, re-running or
+    running another method/coefficient set reuses the compiled executables. Cached per env
+    object, not per name: two envs of one name can differ (an MJX env's tasks and contact buffer);
+    ``sac_study.build_env`` memoizes envs, so equal configs get the same object."""
+    key = (env, static, config)
+    if key not in _COMPILED:
+        chunk, evaluate = make_train_chunk(env, static, config)
+        in_axes = (0, None, None, 0, 0, None, None)
+        _COMPILED[key] = (
+            jax.jit(jax.vmap(chunk, in_axes=in_axes), donate_argnums=(0,)),
+            jax.jit(jax.vmap(evaluate, in_axes=(0, None, 0))),
+        )
+    return _COMPILED[key]
+
+
+def _num_runs(runs: RunState) -> int:
+    return int(jax.tree.leaves(runs.key)[0].shape[0])
+
+
+def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    flat = {}
+    for k, v in out.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                flat[f"{k}/{kk}"] = np.asarray(vv)
+        else:
+            flat[k] = np.asarray(v)
+    if like is not None:  # the final evaluation has no training statistics: fill with NaN
+        for k, v in like.items():
+            if k not in flat:
+                flat[k] = np.full_like(v, np.nan, dtype=np.float64)
+    return flat
+
+
+def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Curves with shape (evaluations, runs, ...)."""
+    return {k: np.stack([h[k] for h in history]) for k in history[0]}

@@ -1,0 +1,93 @@
+"""The on-device RoboticSequence study (``backend: mjx``) end to end, and no recompilation.
+
+Runs ``fpc-jax finetune --config configs/robotic_sequence/mjx_smoke.yaml`` on MJX-Warp (Warp's
+CPU backend when there is no GPU): the packaged Far policy, its anchors from a pi* rollout on the
+MJX Far stages, and 2 methods x 1 seed fine-tuned as one vmapped program. Skipped unless the
+``MTCWorldMJX`` port imports (docs/mjx_backend.md, "Install"); run with
+``PYTHONPATH=. /work/venv-mjx316/bin/python -m pytest -m mjx tests/test_mjx_study.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("MTCWorldMJX")
+
+from fpc_jax import cli
+from fpc_jax.experiments import chunks, sac_study
+
+pytestmark = pytest.mark.mjx
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs/robotic_sequence/mjx_smoke.yaml")
+METHODS, SEEDS, HEADS = ("ft", "bc"), 1, 4
+
+
+def _finetune(out: Path, *args: str) -> None:
+    assert cli.main(["finetune", "--config", SMOKE, "--out", str(out), *args]) == 0
+
+
+def _programs() -> list:
+    """The jitted programs that step the MJX env: vmapped chunks, final evaluations, pi* rollouts
+    (the caches are keyed by env object first)."""
+    mjx = lambda key: key[0].name == "metaworld/robotic_sequence"  # noqa: E731
+    compiled = [f for key, pair in chunks._COMPILED.items() if mjx(key) for f in pair]
+    return compiled + [f for key, f in sac_study._ROLLOUTS.items() if mjx(key)]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mjx_smoke")
+    _finetune(out)
+    return out
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_study_writes_results(smoke):
+    rows = _rows(smoke)
+    assert [(r["method"], r["seed"]) for r in rows] == [(m, "0") for m in METHODS]
+    for r in rows:
+        for k in sac_study.SUMMARY_COLUMNS[2:]:
+            assert np.isfinite(float(r[k])), (k, r)
+    curves = np.load(smoke / "finetune_curves.npz")
+    # one chunk + the final evaluation; 2 runs; 4 heads
+    assert curves["eval/stage_success"].shape == (2, len(METHODS) * SEEDS, HEADS)
+    assert "train/critic/loss" in curves.files
+    for k in curves.files:  # the final evaluation's row has NaN training statistics by design
+        assert np.isfinite(curves[k][0]).all(), k
+    info = json.loads((smoke / "run_info.json").read_text())
+    assert info["runs"] == len(METHODS) * SEEDS and info["env_steps_per_run"] == 50
+
+
+def test_other_methods_and_coefficients_reuse_the_compiled_programs(smoke, tmp_path):
+    """Methods and coefficients are array leaves: another method set of the same size (and the
+    same EM use) runs the programs compiled for the first study, without tracing them again."""
+    programs = _programs()
+    assert len(programs) == 3  # chunk, final evaluation, pi* rollout
+    assert [f._cache_size() for f in programs] == [1, 1, 1]
+    _finetune(tmp_path, "--methods", "l2,ks", "ks_actor=2.5", "l2_actor=0.5")
+    assert _programs() == programs
+    assert [f._cache_size() for f in programs] == [1, 1, 1]
+    assert [r["method"] for r in _rows(tmp_path)] == ["l2", "ks"]
+
+
+def test_checkpoint_for_other_tasks_is_refused(smoke, tmp_path, capsys):
+    asset = sac_study.resolve_checkpoint("asset:robotic_sequence_far", "")
+    other = tmp_path / "policy"
+    shutil.copytree(asset, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["tasks"] = meta["tasks"][::-1]
+    (other / "meta.json").write_text(json.dumps(meta))
+    rc = cli.main(["finetune", "--config", SMOKE, "--out", str(tmp_path / "o"),
+                   "--checkpoint", str(other)])  # fmt: skip
+    assert rc == 2
+    assert "pre-trained on the tasks" in capsys.readouterr().err
