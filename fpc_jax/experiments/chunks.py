@@ -70,15 +70,8 @@ def run_chunks(
     history: list[dict[str, np.ndarray]] = []
     start = 0
     if ckpt_dir.exists():
-        runs_restored, info = ckpt.load_runs(ckpt_dir, runs)
-        if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
-            raise ckpt.CheckpointError(
-                f"{ckpt_dir} belongs to a different configuration; use another --out or delete it"
-            )
-        runs, start = runs_restored, int(info["chunks_done"])
-        if curves_path.exists():
-            saved = np.load(curves_path)
-            history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
+        runs, info, history = resume(ckpt_dir, curves_path, runs, resume_key)
+        start = int(info["chunks_done"])
         log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
     eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
     if mesh is not None:
@@ -114,6 +107,24 @@ def run_chunks(
     np.savez(curves_path, **curves)
     wall = time.perf_counter() - t0
     return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
+
+
+def resume(
+    state_dir: Path, curves_path: Path, target: Any, resume_key: dict[str, Any]
+) -> tuple[Any, dict[str, Any], list[dict[str, np.ndarray]]]:
+    """Restore a run-state checkpoint written with ``info["resume_key"]`` (``cfglib.resume_key``)
+    and ``info["chunks_done"]``: ``(state, info, curves history of the chunks done)``. A
+    checkpoint of another configuration is a ``CheckpointError``."""
+    state, info = ckpt.load_runs(state_dir, target)
+    if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
+        raise ckpt.CheckpointError(
+            f"{state_dir} belongs to a different configuration; use another --out or delete it"
+        )
+    history = []
+    if curves_path.exists():
+        saved = np.load(curves_path)
+        history = [{k: saved[k][i] for k in saved.files} for i in range(int(info["chunks_done"]))]
+    return state, info, history
 
 
 _COMPILED: dict[Any, Any] = {}

@@ -404,14 +404,10 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     resume_key = cfglib.resume_key(cfg)
     start, step = 0, 0
     if state_dir.exists():
-        (sac, buf, key), info = ckpt.load_runs(state_dir, (sac, buf, key))
-        if info.get("resume_key") != resume_key:
-            raise ckpt.CheckpointError(
-                f"{state_dir} belongs to a different configuration; use another --out or delete it"
-            )
+        (sac, buf, key), info, history = chunks.resume(
+            state_dir, curves_path, (sac, buf, key), resume_key
+        )
         start, step = int(info["chunks_done"]), int(info["step"])
-        saved = np.load(curves_path)
-        history = [{k: saved[k][i] for k in saved.files} for i in range(start)]
         log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")
     log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
         f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
