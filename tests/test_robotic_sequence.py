@@ -64,4 +64,9 @@ def test_sweep_smoke(tmp_path):
             assert 0.0 <= float(r[k]) <= 1.0
     curves = np.load(tmp_path / "sweep_curves.npz")
     assert curves["eval/stage_success"].shape == (2, 2, 4)
+    # row 0: the evaluation before the chunk and the chunk's training statistics (per run); the
+    # final evaluation has none
+    for k in ("train/critic/loss", "train/actor/bc", "train/actor/entropy"):
+        assert curves[k].shape == (2, 2), k
+        assert np.isfinite(curves[k][0]).all() and np.isnan(curves[k][1]).all(), k
     assert (tmp_path / "fig_stages.png").is_file()

@@ -166,5 +166,8 @@ def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> 
 
 
 def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Curves with shape (evaluations, runs, ...)."""
-    return {k: np.stack([h[k] for h in history]) for k in history[0]}
+    """Curves with shape (evaluations, runs, ...). A key some rows lack (the final evaluation's
+    training statistics, or rows of a run resumed from an older version) is NaN there."""
+    like = {k: v for h in history for k, v in h.items()}
+    nan = lambda v: np.full(np.shape(v), np.nan)  # noqa: E731
+    return {k: np.stack([h[k] if k in h else nan(v) for h in history]) for k, v in like.items()}

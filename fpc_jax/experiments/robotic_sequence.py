@@ -285,7 +285,18 @@ class HostLoop:
         self.ids = np.asarray(seq.stage_ids)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
+        self.metrics: list[dict[str, jax.Array]] = []
         self.reset()
+
+    def train_stats(self) -> dict[str, np.ndarray]:
+        """Per-run means of the SAC/retention statistics over the updating bursts since the last
+        call (``train/...``: losses, penalties, alpha, Q), then forgets them."""
+        if not self.metrics:
+            return {}
+        stats = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x), 0), *self.metrics))
+        self.metrics = []
+        return {k if k.startswith("train/") else f"train/{k}": np.asarray(v)
+                for k, v in stats.items()}  # fmt: skip
 
     def reset(self) -> None:
         n = self.runs * self.e
@@ -313,9 +324,11 @@ class HostLoop:
         tr = _to_batch({f: np.concatenate(v, axis=1) for f, v in store.items()})
         self.key, k_upd = jax.random.split(self.key)
         keys, go = jax.random.split(k_upd, runs), self.step > cfg.update_after
-        self.sac, self.buf, _ = self.learn(
+        self.sac, self.buf, metrics = self.learn(
             self.sac, self.buf, tr, self.anchors, self.coefs, self.hyper, keys, go
         )
+        if go:
+            self.metrics.append(metrics)
 
     def close(self) -> None:
         self.vec.close()
@@ -431,6 +444,8 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             for _ in range(cfg.steps_per_chunk // cfg.update_every):
                 loop.burst()
                 bar.update(cfg.update_every)
+            history[-1].update(loop.train_stats())  # this row: eval before the chunk, its training
+            np.savez(curves_path, **chunks._stack(history))
     finally:
         bar.close()
         loop.close()
