@@ -60,7 +60,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _parse_methods(value: str) -> list[str]:
-    return [m.strip() for m in value.split(",") if m.strip()]
+    """``"ft,bc:bc_actor=10,bc_kl_direction=1,ewc"`` -> ``["ft", "bc:bc_actor=10,bc_kl_direction=1",
+    "ewc"]``: a ``key=value`` item with no ``:`` continues the method before it."""
+    methods: list[str] = []
+    for item in filter(None, (m.strip() for m in value.split(","))):
+        if "=" in item and ":" not in item and methods:
+            methods[-1] += "," + item
+        else:
+            methods.append(item)
+    return methods
 
 
 # name -> (help, runner, schema import path for --help-config)

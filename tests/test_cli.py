@@ -41,3 +41,11 @@ def test_apple_cli_unknown_key_is_error(tmp_path, capsys):
 def test_apple_cli_missing_config(tmp_path, capsys):
     rc = cli.main(["apple", "--config", str(tmp_path / "nope.yaml")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_methods_option_keeps_coefficient_overrides_with_their_method():
+    parse = cli._parse_methods
+    assert parse("ft, bc ,ewc") == ["ft", "bc", "ewc"]
+    assert parse("ft,bc:bc_actor=10,bc_kl_direction=1,ewc:ewc_actor=5") == [
+        "ft", "bc:bc_actor=10,bc_kl_direction=1", "ewc:ewc_actor=5",
+    ]  # fmt: skip
