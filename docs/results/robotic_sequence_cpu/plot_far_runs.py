@@ -1,0 +1,54 @@
+"""Far-stage success of every run of several Meta-World sweeps, one line per run (not a mean).
+
+    python docs/results/robotic_sequence_cpu/plot_far_runs.py OUT.png SWEEP_DIR[=SEED_NAME] ...
+
+Each SWEEP_DIR holds an ``fpc-jax sweep`` output (sweep_curves.npz, run_info.json, config.yaml);
+the optional ``=NAME`` names its config seed in the legend.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import yaml
+
+
+def main(out: str, sweeps: list[str]) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
+    colors = {"ft": "tab:red", "bc": "tab:blue"}
+    for item in sweeps:
+        path, _, name = item.partition("=")
+        d = Path(path)
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        labels = json.loads((d / "run_info.json").read_text())["labels"]
+        s = np.load(d / "sweep_curves.npz")["eval/stage_success"]  # (evals, runs, stages)
+        x = np.arange(s.shape[0]) * cfg["steps_per_chunk"] / 1000
+        far = [cfg["tasks"].index(t) for t in cfg["far_tasks"]]
+        for r, (method, seed) in enumerate(labels):
+            c = "tab:green" if ":" in method else colors.get(method, "tab:gray")
+            tag = f"{method} {name or d.name} s{seed}"
+            for ax, k in zip(axes[:2], far, strict=True):
+                ax.plot(x, s[:, r, k], color=c, alpha=0.7, marker=".", label=tag)
+            axes[2].plot(x, s[:, r, 0], color=c, alpha=0.7, marker=".", label=tag)
+    titles = [*(f"{t} alone [Far]" for t in cfg["far_tasks"]), f"{cfg['tasks'][0]} alone [Close]"]
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("env steps (k)")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0].set_ylabel("success (10 deterministic episodes)")
+    axes[2].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Real Meta-World (CPU), every run: FT red, BC blue, BC variants green")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
