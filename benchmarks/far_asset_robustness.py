@@ -15,30 +15,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from fpc_jax.agents.sac.networks import make_sac_networks
-from fpc_jax.envs.metaworld_cpu import MetaWorldSequence, MetaWorldSequenceConfig, env_seeds
+from fpc_jax.envs.metaworld_cpu import MetaWorldSequence, MetaWorldSequenceConfig
 from fpc_jax.experiments import results
 from fpc_jax.experiments.checkpoint import load_policy, read_meta
-from fpc_jax.experiments.evaluate import FAR_TASKS, head_of, packaged_asset_path
+from fpc_jax.experiments.evaluate import FAR_TASKS, evaluate_actor, head_of, packaged_asset_path
 
 
-def rollout(config, actor_params, task, head, episodes, seed, mode, noise, T=200) -> list[bool]:
+def perturbed_policy(config, actor_params, mode: str, noise: float | None, seed: int):
     """``mode``: "mean" (tanh(mean + noise * eps)) or "sample" (tanh(mean + std * eps))."""
     apply = jax.jit(jax.vmap(make_sac_networks(config).actor_apply, in_axes=(None, 0, 0)))
-    env_config = MetaWorldSequenceConfig(tasks=(task,), stage_ids=(head,), T=T)
-    envs = [MetaWorldSequence(env_config, seed=s) for s in env_seeds(seed, episodes)]
     rng = np.random.default_rng(seed)
-    stage = jnp.full((episodes,), head, jnp.int32)
-    obs = np.stack([e.reset() for e in envs])
-    success, active = np.zeros(episodes, bool), np.ones(episodes, bool)
-    while active.any():
-        mean, log_std = (np.asarray(x) for x in apply(actor_params, jnp.asarray(obs), stage))
+
+    def policy(obs, stage):
+        mean, log_std = (np.asarray(x) for x in apply(actor_params, obs, stage))
         std = np.exp(log_std) if mode == "sample" else noise
-        action = np.tanh(mean + std * rng.standard_normal(mean.shape))
-        for i in np.flatnonzero(active):
-            obs[i], _, terminated, truncated, _ = envs[i].step(action[i])
-            success[i] = terminated
-            active[i] = not (terminated or truncated)
-    return success.tolist()
+        return np.tanh(mean + std * rng.standard_normal(mean.shape))
+
+    return policy
 
 
 def main() -> None:
@@ -60,7 +53,9 @@ def main() -> None:
         _, log_std = net.actor_apply(actor, jnp.asarray(env.reset()), jnp.int32(head))
         conditions = [("mean", float(n)) for n in args.noises.split(",")] + [("sample", None)]
         for mode, noise in conditions:
-            s = rollout(ckpt.config, actor, task, head, args.episodes, args.seed, mode, noise)
+            policy = perturbed_policy(ckpt.config, actor, mode, noise, args.seed)
+            s = evaluate_actor(ckpt.config, actor, task, head, args.episodes, args.seed,
+                               policy=policy)  # fmt: skip
             row = {
                 "task": task,
                 "mode": mode,

@@ -28,9 +28,8 @@ from fpc_jax.retention.penalties import RetentionCoefs
 
 
 class _Progress:
-    def __init__(self, total: int, desc: str, log) -> None:
+    def __init__(self, total: int, desc: str) -> None:
         self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
-        self.log = log
 
     def update(self, n: int, note: str) -> None:
         self.bar.update(n)
@@ -79,7 +78,7 @@ def run_chunks(
         anchors, params, stage_pool = sharding.replicate(mesh, (anchors, params, stage_pool))
     t0 = time.perf_counter()
     compile_s = 0.0
-    progress = _Progress(total_steps, f"[{tag}] env steps/run", log)
+    progress = _Progress(total_steps, f"[{tag}] env steps/run")
     progress.update(start * static.steps_per_chunk, "")
     for c in range(start, n_chunks):
         tc = time.perf_counter()
@@ -102,7 +101,7 @@ def run_chunks(
             return None
     progress.close()
     final = jax.device_get(eval_fn(runs.sac.actor_params, params, eval_keys))
-    history.append(_flatten({"eval": final}, like=history[-1] if history else None))
+    history.append(_flatten({"eval": final}))  # no training statistics: NaN in the curves
     curves = _stack(history)
     np.savez(curves_path, **curves)
     wall = time.perf_counter() - t0
@@ -150,7 +149,7 @@ def _num_runs(runs: RunState) -> int:
     return int(jax.tree.leaves(runs.key)[0].shape[0])
 
 
-def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def _flatten(out: dict[str, Any]) -> dict[str, Any]:
     flat = {}
     for k, v in out.items():
         if isinstance(v, dict):
@@ -158,10 +157,6 @@ def _flatten(out: dict[str, Any], like: dict[str, np.ndarray] | None = None) -> 
                 flat[f"{k}/{kk}"] = np.asarray(vv)
         else:
             flat[k] = np.asarray(v)
-    if like is not None:  # the final evaluation has no training statistics: fill with NaN
-        for k, v in like.items():
-            if k not in flat:
-                flat[k] = np.full_like(v, np.nan, dtype=np.float64)
     return flat
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,12 @@ def evaluate_actor(
     seed: int = 0,
     workers: int = 0,
     T: int = 200,
+    policy: Callable[[jax.Array, jax.Array], Any] | None = None,
 ) -> list[bool]:
     """Success of ``episodes`` deterministic episodes of ``task`` run alone with head ``head``.
+
+    ``policy(obs (B, obs_dim), stage (B,)) -> actions (B, act_dim)`` replaces the deterministic
+    ``tanh(mean)`` of ``actor_params`` (a perturbed one: benchmarks/far_asset_robustness.py).
 
     Episode ``i`` runs in ``MetaWorldSequence(config, seed=env_seeds(seed, episodes)[i])`` (the
     same starts whatever ``workers`` is); one jitted policy call per step acts for all episodes.
@@ -74,6 +78,8 @@ def evaluate_actor(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env_config = MetaWorldSequenceConfig(tasks=(task,), stage_ids=(head,), T=T)
+    if policy is None:
+        policy = functools.partial(_act, config, actor_params)
     stage = jnp.full((episodes,), head, jnp.int32)
     success = np.zeros(episodes, bool)
     active = np.ones(episodes, bool)
@@ -83,7 +89,7 @@ def evaluate_actor(
         ) as vec:
             obs = vec.reset()
             while active.any():
-                action = np.asarray(_act(config, actor_params, jnp.asarray(obs), stage))
+                action = np.asarray(policy(jnp.asarray(obs), stage))
                 obs, _, terminated, truncated, _ = vec.step(action)
                 success |= active & terminated
                 active &= ~(terminated | truncated)
@@ -91,7 +97,7 @@ def evaluate_actor(
     envs = [MetaWorldSequence(env_config, seed=s) for s in env_seeds(seed, episodes)]
     obs = np.stack([e.reset() for e in envs])
     while active.any():
-        action = np.asarray(_act(config, actor_params, jnp.asarray(obs), stage))
+        action = np.asarray(policy(jnp.asarray(obs), stage))
         for i in np.flatnonzero(active):
             obs[i], _, terminated, truncated, _ = envs[i].step(action[i])
             success[i] = terminated

@@ -295,8 +295,7 @@ class HostLoop:
             return {}
         stats = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x), 0), *self.metrics))
         self.metrics = []
-        return {k if k.startswith("train/") else f"train/{k}": np.asarray(v)
-                for k, v in stats.items()}  # fmt: skip
+        return {f"train/{k}": np.asarray(v) for k, v in stats.items()}
 
     def reset(self) -> None:
         n = self.runs * self.e
