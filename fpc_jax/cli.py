@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import study_config
 from fpc_jax.experiments.checkpoint import CheckpointError
 
 
@@ -25,7 +26,7 @@ def _study(kind: str):
         from fpc_jax.experiments import sac_study, sharding
 
         sharding.maybe_initialize_distributed()
-        cfg = cfglib.load(sac_study.SACStudyConfig, args.config, overrides)
+        cfg = cfglib.load(study_config.SACStudyConfig, args.config, overrides)
         out = args.out or f"runs/{cfg.backend or 'toy'}/{cfg.name}/{kind}"
         if kind == "pretrain":
             sac_study.pretrain(cfg, out)

@@ -51,6 +51,23 @@ def test_remap_heads_moves_far_heads_and_keeps_trunk():
     )
 
 
+def test_remap_heads_zero_critic_heads_only_for_new_tasks():
+    pytest.importorskip("metaworld")
+    pre = ckpt.load_policy(sac_study.resolve_checkpoint("asset:robotic_sequence_far", ""))
+    cfg = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix4.yaml")
+    config = dataclasses.replace(pre.config, num_heads=6)
+    _, critic, target, _ = rs.remap_heads(pre, config, cfg.tasks, jax.random.key(0), "zero")
+    old = pre.state.critic_params["head"]
+    for params in (critic, target):
+        kernel, bias = np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])
+        # window-close, faucet-close: not in the asset; hammer, push: the asset's untrained heads
+        assert not kernel[..., :4].any() and not bias[..., :4].any()
+        np.testing.assert_array_equal(kernel[..., 4], np.asarray(old["kernel"])[..., 2])  # peg
+        np.testing.assert_array_equal(kernel[..., 5], np.asarray(old["kernel"])[..., 3])
+    with pytest.raises(cfglib.ConfigError, match="new_critic_heads"):
+        dataclasses.replace(cfg, new_critic_heads="ones").validate()
+
+
 def test_sweep_smoke(tmp_path):
     """A minutes-long smoke (not a reproduction): the whole sweep path on the real package."""
     pytest.importorskip("metaworld")

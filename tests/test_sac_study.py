@@ -13,7 +13,7 @@ import pytest
 
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import sac_study
+from fpc_jax.experiments import sac_study, study_config
 
 TINY = {
     "name": "tiny", "hidden_sizes": [16, 16], "batch_size": 32, "T": 30, "update_every": 25,
@@ -25,7 +25,7 @@ TINY = {
 
 
 def tiny(**kw):
-    return cfglib.build(sac_study.SACStudyConfig, {**TINY, **kw})
+    return cfglib.build(study_config.SACStudyConfig, {**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +117,10 @@ def test_sharded_equals_single_device(pretrained, finetuned, tmp_path):
     script = textwrap.dedent(f"""
         import jax
         assert jax.device_count() == 5, jax.devices()
-        from fpc_jax.experiments import config as cfglib, sac_study
+        from fpc_jax.experiments import config as cfglib, sac_study, study_config
         from tests.test_sac_study import TINY
-        cfg = cfglib.build(sac_study.SACStudyConfig, {{**TINY, "checkpoint": {str(pretrained)!r}}})
+        ckpt = {str(pretrained)!r}
+        cfg = cfglib.build(study_config.SACStudyConfig, {{**TINY, "checkpoint": ckpt}})
         sac_study.finetune(cfg, {str(tmp_path)!r}, log=lambda *_: None)
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5",

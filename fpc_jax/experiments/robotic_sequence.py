@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
-from fpc_jax.agents.sac.train import make_policy, make_update_burst, transition_example
+from fpc_jax.agents.sac.train import make_update_burst, transition_example
 from fpc_jax.agents.sac.update import (
     SACTrainState,
     init_train_state,
@@ -34,39 +33,50 @@ from fpc_jax.envs.metaworld_cpu import (
     MetaWorldSequenceConfig,
     MetaWorldSequenceVec,
     check_tasks,
-    single_stage_config,
 )
 from fpc_jax.experiments import checkpoint as ckpt
-from fpc_jax.experiments import chunks, results, sac_study, study_report
+from fpc_jax.experiments import chunks, results, sac_study, study_config, study_report
 from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments.host_rollouts import (
+    ACT_DIM,
+    FIELDS,
+    OBS_DIM,
+    Acting,
+    collect_far_data,
+    evaluate_runs,
+    next_stage,
+    record,
+    to_batch,
+)
 from fpc_jax.retention.anchors import make_anchors
-
-OBS_DIM, ACT_DIM = 40, 4
 
 
 @dataclasses.dataclass(frozen=True)
-class RoboticSequenceConfig(sac_study.SACStudyConfig):
+class RoboticSequenceConfig(study_config.SACStudyConfig):
     """Schema of ``configs/robotic_sequence/*.yaml``: the SAC study fields plus the Meta-World
     sequence. Defaults follow PAPER_FACTS sections 2-4."""
 
-    name: str = sac_study._f("robotic_sequence", "experiment name")
-    env: str = sac_study._f("metaworld/robotic_sequence", "host env (CPU Meta-World)")
-    T: int = sac_study._f(200, "stage time limit (steps)")
-    tasks: tuple[str, ...] = sac_study._f(DEFAULT_TASKS, "the sequence, in order (v3 names)")
-    far_tasks: tuple[str, ...] = sac_study._f(
+    name: str = study_config.option("robotic_sequence", "experiment name")
+    env: str = study_config.option("metaworld/robotic_sequence", "host env (CPU Meta-World)")
+    T: int = study_config.option(200, "stage time limit (steps)")
+    tasks: tuple[str, ...] = study_config.option(DEFAULT_TASKS, "the sequence, in order (v3 names)")
+    far_tasks: tuple[str, ...] = study_config.option(
         ("peg-unplug-side-v3", "push-wall-v3"), "the pre-trained (Far) tasks"
     )
-    checkpoint: str = sac_study._f(
+    checkpoint: str = study_config.option(
         "asset:robotic_sequence_far", "pre-trained Far policy (directory or asset:NAME)"
     )
-    envs_per_run: int = sac_study._f(1, "Meta-World envs stepped per run")
-    workers: int = sac_study._f(0, "worker processes stepping physics (0: in-process)")
-    randomization: str = sac_study._f("uniform", "start/goal randomization (uniform | mt1)")
-    eval_episodes: int = sac_study._f(5, "deterministic episodes per stage and per sequence")
-    steps_per_chunk: int = sac_study._f(10_000, "env steps per run between evaluations")
-    pretrain_steps: int = sac_study._f(0, "unused here (the Far policy is an asset)")
-    finetune_steps: int = sac_study._f(1_000_000, "env steps of fine-tuning per run")
-    finetune_start_steps: int = sac_study._f(0, "uniform-random env steps at the start")
+    envs_per_run: int = study_config.option(1, "Meta-World envs stepped per run")
+    workers: int = study_config.option(0, "worker processes stepping physics (0: in-process)")
+    randomization: str = study_config.option("uniform", "start/goal randomization (uniform | mt1)")
+    new_critic_heads: str = study_config.option(
+        "random", "init of the critic heads the checkpoint lacks (random | zero)"
+    )
+    eval_episodes: int = study_config.option(5, "deterministic episodes per stage and per sequence")
+    steps_per_chunk: int = study_config.option(10_000, "env steps per run between evaluations")
+    pretrain_steps: int = study_config.option(0, "unused here (the Far policy is an asset)")
+    finetune_steps: int = study_config.option(1_000_000, "env steps of fine-tuning per run")
+    finetune_start_steps: int = study_config.option(0, "uniform-random env steps at the start")
 
     def validate(self) -> None:
         super().validate()
@@ -82,6 +92,10 @@ class RoboticSequenceConfig(sac_study.SACStudyConfig):
         missing = [t for t in self.far_tasks if t not in tasks]
         if missing:
             raise cfglib.ConfigError(f"far_tasks {missing} are not in tasks {list(tasks)}")
+        if self.new_critic_heads not in ("random", "zero"):
+            raise cfglib.ConfigError(
+                f"new_critic_heads {self.new_critic_heads!r}: expected 'random' or 'zero'"
+            )
         if self.envs_per_run < 1 or self.workers < 0:
             raise cfglib.ConfigError("envs_per_run must be >= 1 and workers >= 0")
 
@@ -109,10 +123,16 @@ def _remap_head(leaf: jax.Array, fresh: jax.Array, mapping: dict[int, int], per_
 
 
 def remap_heads(
-    pre: ckpt.PolicyCheckpoint, config: SACConfig, tasks: tuple[str, ...], key: jax.Array
+    pre: ckpt.PolicyCheckpoint,
+    config: SACConfig,
+    tasks: tuple[str, ...],
+    key: jax.Array,
+    new_critic_heads: str = "random",
 ) -> tuple[Any, Any, Any, jax.Array]:
     """(actor, critic, target critic, log_alpha) for ``tasks``: the shared trunk as pre-trained,
-    each head of a task the checkpoint knows copied from it, the other heads freshly initialised.
+    each head of a task the checkpoint knows copied from it, the other heads freshly initialised
+    (critic heads at zero with ``new_critic_heads="zero"``: Q = 0 and no action gradient until
+    they learn, instead of a random head's large values on the trained trunk's features).
     Lets the 4-task asset start the Appendix-F prefix variants (Far pair at other positions)."""
     old_tasks = list(pre.meta.get("tasks", []))
     mapping = {j: old_tasks.index(t) for j, t in enumerate(tasks) if t in old_tasks}
@@ -120,6 +140,13 @@ def remap_heads(
         raise ckpt.CheckpointError(f"checkpoint knows none of the tasks {list(tasks)}")
     fresh = init_train_state(config, sac_study.sac_hyper(_DEFAULTS, ACT_DIM), key)
     st = pre.state
+    critic_map = mapping
+    if new_critic_heads == "zero":
+        # the checkpoint's untrained heads (the asset's Close heads) count as new
+        trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
+        critic_map = {j: i for j, i in mapping.items() if tasks[j] in trained}
+        zero = jax.tree.map(jnp.zeros_like, fresh.critic_params["head"])
+        fresh = fresh.replace(critic_params={**fresh.critic_params, "head": zero})
 
     def actor(p, f):
         head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1)
@@ -127,7 +154,8 @@ def remap_heads(
         return {**p, "head": head}
 
     def critic(p, f):
-        head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 1, -1) for k in p["head"]}
+        head = {k: _remap_head(p["head"][k], f["head"][k], critic_map, 1, -1)
+                for k in p["head"]}  # fmt: skip
         return {**p, "head": head}
 
     log_alpha = _remap_head(st.log_alpha, fresh.log_alpha, mapping, 1, 0)
@@ -140,115 +168,6 @@ def remap_heads(
 
 
 _DEFAULTS = RoboticSequenceConfig()
-
-
-# ---------------------------------------------------------------------------------------------
-# Host-side rollouts
-
-
-class _Acting:
-    """Jitted policy calls for all runs: params (R, ...), obs (R, E, 40), stage (R, E)."""
-
-    def __init__(self, config: SACConfig) -> None:
-        sample, greedy = make_policy(config)
-        per_env = jax.vmap(sample, in_axes=(None, 0, 0, 0))
-        self.sample = jax.jit(jax.vmap(per_env, in_axes=(0, 0, 0, 0)))
-        self.greedy = jax.jit(jax.vmap(jax.vmap(greedy, in_axes=(None, 0, 0)), in_axes=(0, 0, 0)))
-
-
-def _next_stage(stage_ids: np.ndarray, pos: np.ndarray, info: dict, done: np.ndarray):
-    """Host tracking of the head for the next action (the env reports the stage acted in)."""
-    advance = info["stage_success"].astype(bool) & ~done
-    pos = np.where(done, 0, pos + advance)
-    return stage_ids[np.minimum(pos, len(stage_ids) - 1)], pos
-
-
-def evaluate_runs(
-    acting: _Acting, actor_params: Any, seq: MetaWorldSequenceConfig, runs: int, episodes: int,
-    seed: int, workers: int = 0,
-) -> dict[str, np.ndarray]:  # fmt: skip
-    """Deterministic success of every run: each stage alone (its head), and the whole sequence."""
-    k = seq.num_stages
-
-    def play(cfg: MetaWorldSequenceConfig, max_steps: int) -> np.ndarray:
-        n = runs * episodes
-        vec = MetaWorldSequenceVec(config=cfg, num_envs=n, seed=seed, workers=min(workers, n))
-        try:
-            obs = vec.reset()
-            ids = np.asarray(cfg.stage_ids)
-            stage, pos = np.full(n, ids[0]), np.zeros(n, int)
-            solved = np.zeros(n)
-            finished = np.zeros(n, bool)
-            for _ in range(max_steps):
-                a = acting.greedy(actor_params, obs.reshape(runs, episodes, OBS_DIM),
-                                  stage.reshape(runs, episodes))  # fmt: skip
-                obs, _, term, trunc, info = vec.step(np.asarray(a).reshape(n, ACT_DIM))
-                done = term | trunc
-                solved = np.where(done & ~finished, info["stages_solved"], solved)
-                finished |= done
-                stage, pos = _next_stage(ids, pos, info, done)
-                if finished.all():
-                    break
-            return solved.reshape(runs, episodes)
-        finally:
-            vec.close()
-
-    alone = np.stack(
-        [(play(single_stage_config(seq, s), seq.T) >= 1).mean(1) for s in range(k)], axis=1
-    )
-    full = play(seq, k * seq.T)
-    return {
-        "stage_success": alone,
-        "all_solved": (full >= k).mean(1),
-        "stages_solved_frac": (full / k).mean(1),
-    }
-
-
-_FIELDS = tuple(Batch.__dataclass_fields__)
-
-
-def _record(store: dict[str, list[np.ndarray]], obs, action, reward, info, shape) -> None:
-    """Append one vector step's transitions; ``shape`` reshapes the leading env axis."""
-    values = (obs, action, reward, info["final_obs"], 1.0 - info["stage_terminal"], info["stage"])
-    for f, v in zip(_FIELDS, values, strict=True):
-        v = np.asarray(v)
-        store[f].append(v.reshape(*shape, *v.shape[1:]))
-
-
-def _to_batch(data: dict[str, np.ndarray]) -> Batch:
-    return Batch(**{f: jnp.asarray(data[f], jnp.int32 if f == "stage" else jnp.float32)
-                    for f in _FIELDS})  # fmt: skip
-
-
-def collect_far_data(
-    acting: _Acting, actor_params: Any, seq: MetaWorldSequenceConfig, far: tuple[int, ...],
-    n: int, seed: int, workers: int = 0, num_envs: int = 10,
-) -> Batch:  # fmt: skip
-    """``n`` transitions of pi* (sampled actions) on each Far stage run alone (equal shares)."""
-    parts = []
-    key = jax.random.key(seed)
-    for j, s in enumerate(far):
-        cfg = single_stage_config(seq, s)
-        vec = MetaWorldSequenceVec(config=cfg, num_envs=num_envs, seed=seed + 1000 * (j + 1),
-                                   workers=min(workers, num_envs))  # fmt: skip
-        want = -(-n // len(far))
-        buf: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
-        try:
-            obs = vec.reset()
-            stage = np.full(num_envs, cfg.stage_ids[0])
-            while sum(len(x) for x in buf["obs"]) < want:
-                key, k = jax.random.split(key)
-                a = np.asarray(acting.sample(
-                    jax.tree.map(lambda x: x[None], actor_params), obs[None], stage[None],
-                    jax.random.split(k, num_envs)[None],
-                ))[0]  # fmt: skip
-                nxt, r, _, _, info = vec.step(a)
-                _record(buf, obs, a, r, info, (num_envs,))
-                obs = nxt
-        finally:
-            vec.close()
-        parts.append({f: np.concatenate(v)[:want] for f, v in buf.items()})
-    return _to_batch({f: np.concatenate([p[f] for p in parts])[:n] for f in parts[0]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +193,7 @@ class HostLoop:
     (one jitted policy call each), then one jitted call writing the transitions into every run's
     replay and doing ``update_every * E`` SAC updates per run."""
 
-    def __init__(self, cfg: RoboticSequenceConfig, config: SACConfig, seq, acting: _Acting,
+    def __init__(self, cfg: RoboticSequenceConfig, config: SACConfig, seq, acting: Acting,
                  sac, buf, anchors, coefs, hyper, key, runs: int) -> None:  # fmt: skip
         self.cfg, self.acting, self.runs, self.e = cfg, acting, runs, cfg.envs_per_run
         self.sac, self.buf, self.anchors, self.coefs, self.hyper = sac, buf, anchors, coefs, hyper
@@ -304,7 +223,7 @@ class HostLoop:
 
     def burst(self) -> None:
         cfg, runs, e = self.cfg, self.runs, self.e
-        store: dict[str, list[np.ndarray]] = {f: [] for f in _FIELDS}
+        store: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
         for _ in range(cfg.update_every):
             self.key, k_act = jax.random.split(self.key)
             if self.step < cfg.finetune_start_steps:
@@ -316,11 +235,11 @@ class HostLoop:
                     jax.random.split(k_act, runs * e).reshape(runs, e),
                 )).reshape(runs * e, ACT_DIM)  # fmt: skip
             nxt, r, term, trunc, info = self.vec.step(a)
-            _record(store, self.obs, a, r, info, (runs, e))
-            self.stage, self.pos = _next_stage(self.ids, self.pos, info, term | trunc)
+            record(store, self.obs, a, r, info, (runs, e))
+            self.stage, self.pos = next_stage(self.ids, self.pos, info, term | trunc)
             self.obs = nxt
             self.step += 1
-        tr = _to_batch({f: np.concatenate(v, axis=1) for f, v in store.items()})
+        tr = to_batch({f: np.concatenate(v, axis=1) for f, v in store.items()})
         self.key, k_upd = jax.random.split(self.key)
         keys, go = jax.random.split(k_upd, runs), self.step > cfg.update_after
         self.sac, self.buf, metrics = self.learn(
@@ -348,11 +267,13 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     pre = ckpt.load_policy(path, expected=dataclasses.replace(
         config, num_heads=stored["sac_config"]["num_heads"]))  # fmt: skip
     key = jax.random.key(cfg.seed)
-    actor0, critic0, target0, log_alpha0 = remap_heads(pre, config, tuple(cfg.tasks), key)
+    actor0, critic0, target0, log_alpha0 = remap_heads(
+        pre, config, tuple(cfg.tasks), key, cfg.new_critic_heads
+    )
     seq = MetaWorldSequenceConfig(tasks=tuple(cfg.tasks), T=cfg.T, beta=cfg.beta,
                                   randomization=cfg.randomization)  # fmt: skip
     far = cfg.far_stages
-    acting = _Acting(config)
+    acting = Acting(config)
     n_data = max(cfg.bc_states, cfg.em_transitions, cfg.fisher_states)
     log(f"[sweep] collecting {n_data} pi* transitions on {list(cfg.far_tasks)} ...")
     data = collect_far_data(acting, actor0, seq, far, n_data, cfg.seed, cfg.workers)
@@ -365,7 +286,7 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     for method in cfg.methods:
         for s in range(cfg.seeds):
             k = jax.random.fold_in(key, 100 + s)
-            base = sac_study.parse_method(method)[0]
+            base = study_config.parse_method(method)[0]
             if base == "scratch":
                 sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
             else:

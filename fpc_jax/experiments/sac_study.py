@@ -13,7 +13,6 @@ identical results.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -27,176 +26,19 @@ from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.train import LoopStatic, init_run_state, make_policy
 from fpc_jax.agents.sac.update import SACHyper, init_train_state, train_state_from_params
 from fpc_jax.envs import make
-from fpc_jax.envs.metaworld_cpu import DEFAULT_TASKS, check_tasks
-from fpc_jax.envs.metaworld_mjx import IMPLS
+from fpc_jax.envs.metaworld_cpu import DEFAULT_TASKS
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, subsequence_params
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import results, sharding
 from fpc_jax.experiments.chunks import run_chunks
+from fpc_jax.experiments.study_config import BACKENDS, SACStudyConfig, parse_method
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
 from fpc_jax.retention.anchors import make_anchors
-from fpc_jax.retention.penalties import RetentionCoefs, preset_names
-
-COEF_FIELDS = ("l2_actor", "l2_critic", "ewc_actor", "ewc_critic", "bc_actor", "bc_critic",
-               "ks_actor")  # fmt: skip
-
-BACKENDS: tuple[str, ...] = ("", "mjx")
-"""``""``: ``env`` is a registered pure-JAX sequence env, built from ``T`` and ``beta``;
-``"mjx"``: ``env`` is ``metaworld/robotic_sequence`` on the MJX backend (docs/mjx_backend.md)."""
-
-MJX_ENVS: tuple[str, ...] = ("metaworld/robotic_sequence",)
-"""Envs the ``mjx`` backend serves for this study (the single-task names have no Far stages)."""
+from fpc_jax.retention.penalties import RetentionCoefs
 
 TEACHER_ENVS = 100
 """Parallel envs (vmap lanes) of the pi* rollout that collects the anchors' data."""
-
-
-def _f(default: Any, help: str, **meta: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, **meta})
-
-
-@dataclasses.dataclass(frozen=True)
-class SACStudyConfig:
-    """Schema of ``configs/toy/*.yaml`` (pre-training and fine-tuning share one file)."""
-
-    name: str = _f("toy", "experiment name")
-    env: str = _f("point_sequence", "registered pure-JAX sequence env, or metaworld/* (backend)")
-    backend: str = _f(
-        "", "'' (env is a pure-JAX registry env) or 'mjx' (Meta-World on MJX-Warp)",
-        resume_omit_default=True,
-    )  # fmt: skip
-    tasks: tuple[str, ...] = _f(
-        (), "Meta-World v3 tasks of the sequence, in order (backend mjx; empty: the env default)",
-        resume_omit_default=True,
-    )  # fmt: skip
-    mjx_impl: str = _f("warp", "MJX implementation (backend mjx)", resume_omit_default=True)
-    T: int = _f(100, "stage time limit (steps)")
-    beta: float = _f(1.5, "success bonus factor")
-    hidden_sizes: tuple[int, ...] = _f((256, 256, 256, 256), "MLP widths (CW: 4 x 256)")
-    first_activation: str = _f("tanh_layernorm", "layer-1 activation (CW code)")
-    hidden_activation: str = _f("leaky_relu", "later layers' activation")
-    batch_size: int = _f(128, "SAC batch size")
-    lr: float = _f(1e-3, "Adam learning rate")
-    gamma: float = _f(0.99, "discount")
-    polyak: float = _f(0.995, "target-network Polyak factor")
-    init_log_alpha: float = _f(1.0, "initial log temperature (per stage)")
-    update_every: int = _f(50, "env steps between update bursts (= updates per burst)")
-    update_after: int = _f(1000, "env steps before the first update")
-    buffer_capacity: int = _f(100_000, "replay capacity per run")
-    eval_episodes: int = _f(10, "deterministic evaluation episodes per stage and per sequence")
-    steps_per_chunk: int = _f(5_000, "env steps per compiled chunk (= evaluation interval)")
-    # pre-training
-    pretrain_steps: int = _f(50_000, "env steps of multi-task SAC on the Far stages")
-    pretrain_start_steps: int = _f(5_000, "uniform-random env steps at the start of pre-training")
-    # fine-tuning
-    checkpoint: str = _f(
-        "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
-    )
-    finetune_steps: int = _f(50_000, "env steps of fine-tuning per run")
-    finetune_start_steps: int = _f(0, "uniform-random env steps at the start of fine-tuning")
-    methods: tuple[str, ...] = _f(
-        ("ft", "l2", "ewc", "bc", "ks", "em", "scratch"), "retention methods (see presets)"
-    )
-    seeds: int = _f(3, "seeds per method")
-    seed: int = _f(0, "base PRNG seed")
-    bc_states: int = _f(10_000, "stored Far states for BC (I: 10k)")
-    em_transitions: int = _f(10_000, "Far transitions kept by EM (I: 10k of 100k)")
-    fisher_states: int = _f(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
-    bc_kl_direction: float = _f(0.0, "0: KL(teacher||student) (default); 1: reverse")
-    l2_actor: float | None = _f(None, "override the L2 preset's actor coefficient")
-    l2_critic: float | None = _f(None, "override the L2 preset's critic coefficient")
-    ewc_actor: float | None = _f(None, "override the EWC preset's actor coefficient")
-    ewc_critic: float | None = _f(None, "override the EWC preset's critic coefficient")
-    bc_actor: float | None = _f(None, "override the BC preset's actor coefficient")
-    bc_critic: float | None = _f(None, "override the BC preset's critic coefficient")
-    ks_actor: float | None = _f(None, "override the KS preset's actor coefficient")
-    checkpoint_every: int = _f(1, "chunks between resumable run-state checkpoints")
-
-    def validate(self) -> None:
-        bad = []
-        for m in self.methods:
-            try:
-                parse_method(m)
-            except ValueError as e:
-                bad.append(str(e))
-        if len(set(self.methods)) != len(self.methods):
-            bad.append(f"methods must be distinct, got {list(self.methods)}")
-        for k in COEF_FIELDS:
-            v = getattr(self, k)
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                bad.append(f"{k} must be a finite number >= 0, got {v}")
-        if self.bc_kl_direction not in (0.0, 1.0):
-            bad.append("bc_kl_direction must be 0 or 1")
-        if self.backend not in BACKENDS:
-            bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
-        elif self.backend and self.env not in MJX_ENVS:
-            bad.append(f"backend {self.backend!r} serves env {list(MJX_ENVS)}, not {self.env!r}")
-        if self.mjx_impl not in IMPLS:
-            bad.append(f"unknown mjx_impl {self.mjx_impl!r}; valid: {list(IMPLS)}")
-        if self.tasks:
-            try:
-                check_tasks(self.tasks)
-            except ValueError as e:
-                bad.append(str(e))
-        for k in ("T", "batch_size", "seeds", "update_every", "steps_per_chunk", "eval_episodes"):
-            if getattr(self, k) < 1:
-                bad.append(f"{k} must be >= 1")
-        if self.finetune_steps < 1 or self.finetune_steps % self.steps_per_chunk:
-            bad.append("finetune_steps must be a positive multiple of steps_per_chunk")
-        if self.pretrain_steps < 0 or self.pretrain_steps % self.steps_per_chunk:
-            bad.append("pretrain_steps must be a multiple of steps_per_chunk (0: no pre-training)")
-        if self.steps_per_chunk % self.update_every:
-            bad.append("steps_per_chunk must be a multiple of update_every")
-        if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.polyak <= 1:
-            bad.append("need lr > 0 and gamma, polyak in [0, 1]")
-        if bad:
-            raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
-        if self.uses_em and not 0 < self.em_transitions < self.buffer_capacity:
-            bad.append("em_transitions must be in (0, buffer_capacity)")
-        if bad:
-            raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
-
-    @property
-    def uses_em(self) -> bool:
-        return any(parse_method(m)[0] == "em" for m in self.methods)
-
-    def coefs(self, method: str) -> RetentionCoefs:
-        """Coefficients of a method token: the preset, then this config's ``<method>_*`` fields,
-        then the token's own ``name:key=value,...`` overrides."""
-        base, extra = parse_method(method)
-        own = {k: getattr(self, k) for k in COEF_FIELDS if k.split("_")[0] == base}
-        own = {k: v for k, v in own.items() if v is not None}
-        return RetentionCoefs.preset(
-            base, **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
-        )
-
-
-def parse_method(token: str) -> tuple[str, dict[str, float]]:
-    """``"ewc"`` -> ("ewc", {}); ``"ewc:ewc_actor=1000"`` -> ("ewc", {"ewc_actor": 1000.0}).
-
-    Variants of one method with other coefficients are separate runs of the same compiled
-    program (coefficients are array leaves), so a coefficient sweep is just more tokens."""
-    base, _, rest = token.partition(":")
-    if base not in preset_names():
-        raise ValueError(
-            f"unknown method {base!r} in {token!r}; choose from {list(preset_names())}"
-        )
-    extra: dict[str, float] = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or key not in (*COEF_FIELDS, "bc_kl_direction"):
-            raise ValueError(
-                f"bad method override {item!r} in {token!r}; use key=value with key in "
-                f"{[*COEF_FIELDS, 'bc_kl_direction']}"
-            )
-        try:
-            extra[key] = float(value)
-        except ValueError as e:
-            raise ValueError(f"{token!r}: {key} must be a number, got {value!r}") from e
-        if not np.isfinite(extra[key]) or extra[key] < 0:
-            raise ValueError(f"{token!r}: {key} must be a finite number >= 0")
-    return base, extra
 
 
 # ---------------------------------------------------------------------------------------------

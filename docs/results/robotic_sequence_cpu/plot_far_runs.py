@@ -31,12 +31,14 @@ def main(out: str, sweeps: list[str]) -> None:
         s = np.load(d / "sweep_curves.npz")["eval/stage_success"]  # (evals, runs, stages)
         x = np.arange(s.shape[0]) * cfg["steps_per_chunk"] / 1000
         far = [cfg["tasks"].index(t) for t in cfg["far_tasks"]]
+        zero_q = cfg.get("new_critic_heads", "random") == "zero"
+        style = {"ls": "--" if zero_q else "-", "alpha": 0.7, "marker": "."}
         for r, (method, seed) in enumerate(labels):
             c = "tab:green" if ":" in method else colors.get(method, "tab:gray")
-            tag = f"{method} {name or d.name} s{seed}"
+            tag = f"{method}{' zero-Q' if zero_q else ''} {name or d.name} s{seed}"
             for ax, k in zip(axes[:2], far, strict=True):
-                ax.plot(x, s[:, r, k], color=c, alpha=0.7, marker=".", label=tag)
-            axes[2].plot(x, s[:, r, 0], color=c, alpha=0.7, marker=".", label=tag)
+                ax.plot(x, s[:, r, k], color=c, label=tag, **style)
+            axes[2].plot(x, s[:, r, 0], color=c, label=tag, **style)
     titles = [*(f"{t} alone [Far]" for t in cfg["far_tasks"]), f"{cfg['tasks'][0]} alone [Close]"]
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
@@ -44,7 +46,8 @@ def main(out: str, sweeps: list[str]) -> None:
         ax.set_ylim(-0.05, 1.05)
     axes[0].set_ylabel("success (10 deterministic episodes)")
     axes[2].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Real Meta-World (CPU), every run: FT red, BC blue, BC variants green")
+    fig.suptitle("Real Meta-World (CPU), every run: FT red, BC blue, BC variants green; "
+                 "dashed: new critic heads at zero")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
