@@ -79,10 +79,21 @@ def test_resume_gives_identical_results(pretrained, finetuned, tmp_path):
     assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
 
 
+def test_a_finished_run_extends_to_more_steps(pretrained, finetuned, tmp_path):
+    """finetune_steps may grow on resume: 1 chunk, then 2, equals 2 chunks in one go."""
+    sac_study.finetune(tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path,
+                       log=lambda *_: None)  # fmt: skip
+    sac_study.finetune(tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None)
+    assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
+    with pytest.raises(ckpt.CheckpointError, match="more than the 1 asked"):
+        sac_study.finetune(tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path,
+                           log=lambda *_: None)  # fmt: skip
+
+
 def test_resume_refuses_other_config(pretrained, tmp_path):
     sac_study.finetune(tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None,
                        stop_after=1)  # fmt: skip
-    with pytest.raises(ckpt.CheckpointError, match="different configuration"):
+    with pytest.raises(ckpt.CheckpointError, match=r"configuration \(differs in \['lr'\]"):
         sac_study.finetune(tiny(checkpoint=str(pretrained), lr=5e-4), tmp_path,
                            log=lambda *_: None)  # fmt: skip
 

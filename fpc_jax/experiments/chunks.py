@@ -55,6 +55,7 @@ def run_chunks(
     tag: str,
     resume_key: dict[str, Any],
     checkpoint_every: int,
+    extendable: frozenset[str] = frozenset(),
     log=print,
     mesh: Any = None,
     stop_after: int | None = None,
@@ -69,7 +70,7 @@ def run_chunks(
     history: list[dict[str, np.ndarray]] = []
     start = 0
     if ckpt_dir.exists():
-        runs, info, history = resume(ckpt_dir, curves_path, runs, resume_key)
+        runs, info, history = resume(ckpt_dir, curves_path, runs, resume_key, n_chunks, extendable)
         start = int(info["chunks_done"])
         log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
     eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
@@ -109,20 +110,41 @@ def run_chunks(
 
 
 def resume(
-    state_dir: Path, curves_path: Path, target: Any, resume_key: dict[str, Any]
+    state_dir: Path,
+    curves_path: Path,
+    target: Any,
+    resume_key: dict[str, Any],
+    n_chunks: int,
+    extendable: frozenset[str] = frozenset(),
 ) -> tuple[Any, dict[str, Any], list[dict[str, np.ndarray]]]:
     """Restore a run-state checkpoint written with ``info["resume_key"]`` (``cfglib.resume_key``)
     and ``info["chunks_done"]``: ``(state, info, curves history of the chunks done)``. A
-    checkpoint of another configuration is a ``CheckpointError``."""
+    checkpoint of another configuration, the ``extendable`` fields aside (a longer run continues
+    a shorter one), or with more than ``n_chunks`` chunks done is a ``CheckpointError``."""
     state, info = ckpt.load_runs(state_dir, target)
-    if info.get("resume_key") != json.loads(json.dumps(resume_key, default=str)):
+
+    def fixed(key: dict[str, Any]) -> dict[str, Any]:
+        key = json.loads(json.dumps(key, default=str))
+        return {k: v for k, v in key.items() if k not in extendable}
+
+    saved = info.get("resume_key") or {}
+    if fixed(saved) != fixed(resume_key):
+        diff = sorted(k for k in {*fixed(saved), *fixed(resume_key)}
+                      if fixed(saved).get(k) != fixed(resume_key).get(k))  # fmt: skip
         raise ckpt.CheckpointError(
-            f"{state_dir} belongs to a different configuration; use another --out or delete it"
+            f"{state_dir} belongs to a different configuration (differs in {diff}); use another "
+            "--out or delete it"
+        )
+    done = int(info["chunks_done"])
+    if done > n_chunks:
+        raise ckpt.CheckpointError(
+            f"{state_dir} has {done} chunks done, more than the {n_chunks} asked for; ask for at "
+            "least as many env steps, or use another --out"
         )
     history = []
     if curves_path.exists():
-        saved = np.load(curves_path)
-        history = [{k: saved[k][i] for k in saved.files} for i in range(int(info["chunks_done"]))]
+        curves = np.load(curves_path)
+        history = [{k: curves[k][i] for k in curves.files} for i in range(done)]
     return state, info, history
 
 

@@ -189,3 +189,10 @@ def resume_key(cfg: Any) -> dict[str, Any]:
     }
     key = {k: v for k, v in to_dict(cfg).items() if k not in omit}
     return json.loads(json.dumps(key, default=str))
+
+
+def resume_extendable(cfg: Any) -> frozenset[str]:
+    """Fields marked ``resume_extend=True`` (a run's length in env steps): a checkpoint resumes
+    under another value of them, so a finished or interrupted run can be extended. The steps
+    already done do not depend on them (no schedule reads the total)."""
+    return frozenset(f.name for f in dataclasses.fields(cfg) if f.metadata.get("resume_extend"))

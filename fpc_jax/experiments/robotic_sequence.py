@@ -74,8 +74,13 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
     )
     eval_episodes: int = study_config.option(5, "deterministic episodes per stage and per sequence")
     steps_per_chunk: int = study_config.option(10_000, "env steps per run between evaluations")
-    pretrain_steps: int = study_config.option(0, "unused here (the Far policy is an asset)")
-    finetune_steps: int = study_config.option(1_000_000, "env steps of fine-tuning per run")
+    pretrain_steps: int = study_config.option(
+        0, "unused here (the Far policy is an asset)", resume_extend=True
+    )
+    finetune_steps: int = study_config.option(
+        1_000_000, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        resume_extend=True,
+    )  # fmt: skip
     finetune_start_steps: int = study_config.option(0, "uniform-random env steps at the start")
 
     def validate(self) -> None:
@@ -338,7 +343,12 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     start, step = 0, 0
     if state_dir.exists():
         (sac, buf, key), info, history = chunks.resume(
-            state_dir, curves_path, (sac, buf, key), resume_key
+            state_dir,
+            curves_path,
+            (sac, buf, key),
+            resume_key,
+            n_chunks,
+            cfglib.resume_extendable(cfg),
         )
         start, step = int(info["chunks_done"]), int(info["step"])
         log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")

@@ -151,7 +151,8 @@ def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
         anchors=_null_anchors(config, sac), coefs=_bcast(RetentionCoefs.create(), 1),
         hyper=_bcast(hyper, 1), params=params, stage_pool=pool,
         total_steps=cfg.pretrain_steps, out_dir=out_dir, tag="pretrain",
-        resume_key=cfglib.resume_key(cfg), checkpoint_every=cfg.checkpoint_every, log=log,
+        resume_key=cfglib.resume_key(cfg), extendable=cfglib.resume_extendable(cfg),
+        checkpoint_every=cfg.checkpoint_every, log=log,
     )  # fmt: skip
     state = jax.tree.map(lambda x: x[0], runs.sac)
     far = curves["eval/stage_success"][-1, 0, list(env.far_stages)]
@@ -328,6 +329,7 @@ def finetune(
         env=env, static=static, config=config, runs=runs, anchors=anchors, coefs=coefs,
         hyper=hyp, params=params, stage_pool=pool, total_steps=cfg.finetune_steps,
         out_dir=out_dir, tag="finetune", resume_key=cfglib.resume_key(cfg),
+        extendable=cfglib.resume_extendable(cfg),
         checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
     )  # fmt: skip
     if out is None:

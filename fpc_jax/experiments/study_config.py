@@ -62,7 +62,9 @@ class SACStudyConfig:
     eval_episodes: int = option(10, "deterministic evaluation episodes per stage and per sequence")
     steps_per_chunk: int = option(5_000, "env steps per compiled chunk (= evaluation interval)")
     # pre-training
-    pretrain_steps: int = option(50_000, "env steps of multi-task SAC on the Far stages")
+    pretrain_steps: int = option(
+        50_000, "env steps of multi-task SAC on the Far stages", resume_extend=True
+    )
     pretrain_start_steps: int = option(
         5_000, "uniform-random env steps at the start of pre-training"
     )
@@ -70,7 +72,10 @@ class SACStudyConfig:
     checkpoint: str = option(
         "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
     )
-    finetune_steps: int = option(50_000, "env steps of fine-tuning per run")
+    finetune_steps: int = option(
+        50_000, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        resume_extend=True,
+    )  # fmt: skip
     finetune_start_steps: int = option(0, "uniform-random env steps at the start of fine-tuning")
     methods: tuple[str, ...] = option(
         ("ft", "l2", "ewc", "bc", "ks", "em", "scratch"), "retention methods (see presets)"
