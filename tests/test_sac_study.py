@@ -120,6 +120,8 @@ def test_bad_config_errors():
         tiny(ewc_actor=-1.0)
     with pytest.raises(cfglib.ConfigError, match="multiple of steps_per_chunk"):
         tiny(finetune_steps=150)
+    with pytest.raises(cfglib.ConfigError, match="new_critic_heads"):
+        tiny(new_critic_heads="ones")
 
 
 def test_sharded_equals_single_device(pretrained, finetuned, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fpc_jax.agents.sac.losses import Batch
-from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.networks import SACConfig, make_sac_networks, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init, buffer_sample
 from fpc_jax.agents.sac.update import (
     SACHyper,
@@ -168,3 +168,19 @@ def test_replay_samples_only_filled_slots_reserved_included():
     np.testing.assert_array_equal(sample["obs"][:, 0], sample["id"])
     with pytest.raises(ValueError, match="reserved"):
         buffer_fill_reserved(buf, _transitions(0, 6))
+
+
+def test_zero_critic_heads_keeps_only_the_named_stages():
+    state = init_train_state(CONFIG, HYPER, jax.random.PRNGKey(0))
+    out = zero_critic_heads(state.critic_params, keep=[1])
+    q = jax.vmap(make_sac_networks(CONFIG).critic_apply, in_axes=(None, 0, 0, 0))
+    b = _batch(0)
+    for stage in (0, 2):  # zeroed heads: Q = 0 for any state and action
+        st = np.full(CONFIG.batch_size, stage, np.int32)
+        np.testing.assert_array_equal(q(out, b.obs, b.action, st), 0.0)
+    st = np.full(CONFIG.batch_size, 1, np.int32)
+    np.testing.assert_array_equal(
+        q(out, b.obs, b.action, st), q(state.critic_params, b.obs, b.action, st)
+    )
+    assert np.abs(q(state.critic_params, b.obs, b.action, st)).min() > 0
+    _assert_trees_close(out["trunk"], state.critic_params["trunk"], rtol=0, atol=0)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
 from fpc_jax.agents.sac.train import make_update_burst, transition_example
 from fpc_jax.agents.sac.update import (
@@ -69,9 +69,6 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
     envs_per_run: int = study_config.option(1, "Meta-World envs stepped per run")
     workers: int = study_config.option(0, "worker processes stepping physics (0: in-process)")
     randomization: str = study_config.option("uniform", "start/goal randomization (uniform | mt1)")
-    new_critic_heads: str = study_config.option(
-        "random", "init of the critic heads the checkpoint lacks (random | zero)"
-    )
     eval_episodes: int = study_config.option(5, "deterministic episodes per stage and per sequence")
     steps_per_chunk: int = study_config.option(10_000, "env steps per run between evaluations")
     pretrain_steps: int = study_config.option(
@@ -97,10 +94,6 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
         missing = [t for t in self.far_tasks if t not in tasks]
         if missing:
             raise cfglib.ConfigError(f"far_tasks {missing} are not in tasks {list(tasks)}")
-        if self.new_critic_heads not in ("random", "zero"):
-            raise cfglib.ConfigError(
-                f"new_critic_heads {self.new_critic_heads!r}: expected 'random' or 'zero'"
-            )
         if self.envs_per_run < 1 or self.workers < 0:
             raise cfglib.ConfigError("envs_per_run must be >= 1 and workers >= 0")
 
@@ -145,13 +138,6 @@ def remap_heads(
         raise ckpt.CheckpointError(f"checkpoint knows none of the tasks {list(tasks)}")
     fresh = init_train_state(config, sac_study.sac_hyper(_DEFAULTS, ACT_DIM), key)
     st = pre.state
-    critic_map = mapping
-    if new_critic_heads == "zero":
-        # the checkpoint's untrained heads (the asset's Close heads) count as new
-        trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
-        critic_map = {j: i for j, i in mapping.items() if tasks[j] in trained}
-        zero = jax.tree.map(jnp.zeros_like, fresh.critic_params["head"])
-        fresh = fresh.replace(critic_params={**fresh.critic_params, "head": zero})
 
     def actor(p, f):
         head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1)
@@ -159,10 +145,13 @@ def remap_heads(
         return {**p, "head": head}
 
     def critic(p, f):
-        head = {k: _remap_head(p["head"][k], f["head"][k], critic_map, 1, -1)
-                for k in p["head"]}  # fmt: skip
-        return {**p, "head": head}
+        head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 1, -1) for k in p["head"]}
+        p = {**p, "head": head}
+        return zero_critic_heads(p, keep) if new_critic_heads == "zero" else p
 
+    # the checkpoint's untrained heads (the asset's Close heads) count as new
+    trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
+    keep = [j for j, t in enumerate(tasks) if t in trained]
     log_alpha = _remap_head(st.log_alpha, fresh.log_alpha, mapping, 1, 0)
     return (
         actor(st.actor_params, fresh.actor_params),

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fpc_jax.agents.sac.losses import Batch
-from fpc_jax.agents.sac.networks import SACConfig
+from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.train import LoopStatic, init_run_state, make_policy
 from fpc_jax.agents.sac.update import SACHyper, init_train_state, train_state_from_params
 from fpc_jax.envs import make
@@ -310,6 +310,11 @@ def finetune(
                     log_alpha=pre.state.log_alpha,
                 )  # fmt: skip
                 sac = sac.replace(target_critic_params=pre.state.target_critic_params)
+                if cfg.new_critic_heads == "zero":
+                    sac = sac.replace(
+                        critic_params=zero_critic_heads(sac.critic_params, far),
+                        target_critic_params=zero_critic_heads(sac.target_critic_params, far),
+                    )
             run = init_run_state(
                 env, static, sac, params, pool, jax.random.fold_in(k, 2),
                 em_transitions=em if base == "em" else None,

@@ -93,6 +93,10 @@ class SACStudyConfig:
     bc_actor: float | None = option(None, "override the BC preset's actor coefficient")
     bc_critic: float | None = option(None, "override the BC preset's critic coefficient")
     ks_actor: float | None = option(None, "override the KS preset's actor coefficient")
+    new_critic_heads: str = option(
+        "random", "critic heads of the stages the checkpoint did not train: random (the papers) "
+        "or zero (Q = 0 until learnt)", resume_omit_default=True,
+    )  # fmt: skip
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
 
     def validate(self) -> None:
@@ -114,6 +118,8 @@ class SACStudyConfig:
             bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
         elif self.backend and self.env not in MJX_ENVS:
             bad.append(f"backend {self.backend!r} serves env {list(MJX_ENVS)}, not {self.env!r}")
+        if self.new_critic_heads not in ("random", "zero"):
+            bad.append(f"new_critic_heads {self.new_critic_heads!r}: expected 'random' or 'zero'")
         if self.mjx_impl not in IMPLS:
             bad.append(f"unknown mjx_impl {self.mjx_impl!r}; valid: {list(IMPLS)}")
         if self.tasks:

@@ -208,6 +208,16 @@ def trunk_mask(params: PyTree) -> PyTree:
     return jax.tree_util.tree_map_with_path(lambda p, _: float(is_trunk_path(p)), params)
 
 
+def zero_critic_heads(critic_params: PyTree, keep: Sequence[int]) -> PyTree:
+    """Critic params with every stage head's kernel and bias at zero except the stages ``keep``:
+    Q = 0 and no action gradient on those stages until they learn (instead of a random head's
+    large values on a pre-trained trunk's features). The head's last axis is the stage."""
+    num_heads = critic_params[HEAD]["bias"].shape[-1]
+    mask = jnp.isin(jnp.arange(num_heads), jnp.asarray(list(keep), jnp.int32))
+    head = jax.tree.map(lambda x: jnp.where(mask, x, 0.0).astype(x.dtype), critic_params[HEAD])
+    return {**critic_params, HEAD: head}
+
+
 def _log1m_tanh_sq(u: jax.Array) -> jax.Array:
     """``log(1 - tanh(u)^2)`` computed stably as ``2 (log 2 - u - softplus(-2u))``."""
     return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
