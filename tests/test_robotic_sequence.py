@@ -86,4 +86,7 @@ def test_sweep_smoke(tmp_path):
     for k in ("train/critic/loss", "train/actor/bc", "train/actor/entropy"):
         assert curves[k].shape == (2, 2), k
         assert np.isfinite(curves[k][0]).all() and np.isnan(curves[k][1]).all(), k
+    succ = curves["train/stage_successes"]  # training episodes' successes per run and stage
+    assert succ.shape == (2, 2, 4) and np.isnan(succ[-1]).all()
+    assert (succ[0] >= 0).all() and (succ[0] == np.round(succ[0])).all()
     assert (tmp_path / "fig_stages.png").is_file()

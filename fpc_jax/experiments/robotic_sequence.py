@@ -199,16 +199,20 @@ class HostLoop:
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.metrics: list[dict[str, jax.Array]] = []
+        self.successes = np.zeros((runs, max(seq.stage_ids) + 1))  # per head, since train_stats()
         self.reset()
 
     def train_stats(self) -> dict[str, np.ndarray]:
         """Per-run means of the SAC/retention statistics over the updating bursts since the last
-        call (``train/...``: losses, penalties, alpha, Q), then forgets them."""
+        call (``train/...``: losses, penalties, alpha, Q) and each stage's successes in the
+        training episodes (``train/stage_successes``, runs x stages), then forgets them."""
         if not self.metrics:
             return {}
         stats = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x), 0), *self.metrics))
         self.metrics = []
-        return {f"train/{k}": np.asarray(v) for k, v in stats.items()}
+        out = {f"train/{k}": np.asarray(v) for k, v in stats.items()}
+        out["train/stage_successes"], self.successes = self.successes, np.zeros_like(self.successes)
+        return out
 
     def reset(self) -> None:
         n = self.runs * self.e
@@ -230,6 +234,8 @@ class HostLoop:
                 )).reshape(runs * e, ACT_DIM)  # fmt: skip
             nxt, r, term, trunc, info = self.vec.step(a)
             record(store, self.obs, a, r, info, (runs, e))
+            np.add.at(self.successes, (np.arange(runs * e) // e, info["stage"]),
+                      info["stage_success"])  # fmt: skip
             self.stage, self.pos = next_stage(self.ids, self.pos, info, term | trunc)
             self.obs = nxt
             self.step += 1
