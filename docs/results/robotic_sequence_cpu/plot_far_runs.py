@@ -3,7 +3,8 @@
     python docs/results/robotic_sequence_cpu/plot_far_runs.py OUT.png SWEEP_DIR[=SEED_NAME] ...
 
 Each SWEEP_DIR holds an ``fpc-jax sweep`` output (sweep_curves.npz, run_info.json, config.yaml);
-the optional ``=NAME`` names its config seed in the legend.
+the optional ``=NAME`` (its config seed) is accepted for the record; the legend has one entry per
+condition (method, and whether the Close critic heads started at zero).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(out: str, sweeps: list[str]) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
     colors = {"ft": "tab:red", "bc": "tab:blue"}
     for item in sweeps:
-        path, _, name = item.partition("=")
+        path = item.partition("=")[0]
         d = Path(path)
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         labels = json.loads((d / "run_info.json").read_text())["labels"]
@@ -33,9 +34,10 @@ def main(out: str, sweeps: list[str]) -> None:
         far = [cfg["tasks"].index(t) for t in cfg["far_tasks"]]
         zero_q = cfg.get("new_critic_heads", "random") == "zero"
         style = {"ls": "--" if zero_q else "-", "alpha": 0.7, "marker": "."}
-        for r, (method, seed) in enumerate(labels):
+        for r, (method, _seed) in enumerate(labels):
             c = "tab:green" if ":" in method else colors.get(method, "tab:gray")
-            tag = f"{method}{' zero-Q' if zero_q else ''} {name or d.name} s{seed}"
+            c = "tab:purple" if zero_q and method == "bc" else c
+            tag = f"{method}{' zero-Q' if zero_q else ''}"  # one legend entry per condition
             for ax, k in zip(axes[:2], far, strict=True):
                 ax.plot(x, s[:, r, k], color=c, label=tag, **style)
             axes[2].plot(x, s[:, r, 0], color=c, label=tag, **style)
@@ -45,9 +47,13 @@ def main(out: str, sweeps: list[str]) -> None:
         ax.set_xlabel("env steps (k)")
         ax.set_ylim(-0.05, 1.05)
     axes[0].set_ylabel("success (10 deterministic episodes)")
-    axes[2].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Real Meta-World (CPU), every run: FT red, BC blue, BC variants green; "
-                 "dashed: new critic heads at zero")
+    handles, tags = axes[2].get_legend_handles_labels()
+    first = {t: h for h, t in zip(handles, tags, strict=True)}
+    axes[2].legend(first.values(), first.keys(), fontsize=8, loc="upper left")
+    fig.suptitle(
+        "Real Meta-World (CPU), every run one line: FT red, BC blue, BC x10 green; "
+        "dashed (BC purple): Close critic heads at zero"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
