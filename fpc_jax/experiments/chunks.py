@@ -127,10 +127,9 @@ def resume(
         key = json.loads(json.dumps(key, default=str))
         return {k: v for k, v in key.items() if k not in extendable}
 
-    saved = info.get("resume_key") or {}
-    if fixed(saved) != fixed(resume_key):
-        diff = sorted(k for k in {*fixed(saved), *fixed(resume_key)}
-                      if fixed(saved).get(k) != fixed(resume_key).get(k))  # fmt: skip
+    saved, asked = fixed(info.get("resume_key") or {}), fixed(resume_key)
+    if saved != asked:
+        diff = sorted(k for k in {*saved, *asked} if saved.get(k) != asked.get(k))
         raise ckpt.CheckpointError(
             f"{state_dir} belongs to a different configuration (differs in {diff}); use another "
             "--out or delete it"

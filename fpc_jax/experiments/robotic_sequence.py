@@ -138,6 +138,9 @@ def remap_heads(
         raise ckpt.CheckpointError(f"checkpoint knows none of the tasks {list(tasks)}")
     fresh = init_train_state(config, sac_study.sac_hyper(_DEFAULTS, ACT_DIM), key)
     st = pre.state
+    # critic heads kept by "zero": the checkpoint's trained ones (not the asset's Close heads)
+    trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
+    keep = [j for j, t in enumerate(tasks) if t in trained]
 
     def actor(p, f):
         head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1)
@@ -149,9 +152,6 @@ def remap_heads(
         p = {**p, "head": head}
         return zero_critic_heads(p, keep) if new_critic_heads == "zero" else p
 
-    # the checkpoint's untrained heads (the asset's Close heads) count as new
-    trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
-    keep = [j for j, t in enumerate(tasks) if t in trained]
     log_alpha = _remap_head(st.log_alpha, fresh.log_alpha, mapping, 1, 0)
     return (
         actor(st.actor_params, fresh.actor_params),
