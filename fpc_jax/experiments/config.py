@@ -26,10 +26,6 @@ class ConfigError(ValueError):
     """A config file or override does not match its schema."""
 
 
-def field_names(schema: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(schema)]
-
-
 def describe(schema: type) -> str:
     """One line per field: name, type, default and help."""
     lines = []

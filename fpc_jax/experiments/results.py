@@ -39,11 +39,6 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
             writer.writerow({k: fmt(row[k]) for k in columns})
 
 
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def mean_ci90(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and 90% normal-approximation confidence interval of the mean over ``axis`` (seeds)."""
     x = np.asarray(x, dtype=np.float64)
