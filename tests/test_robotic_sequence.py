@@ -34,7 +34,8 @@ def test_remap_heads_moves_far_heads_and_keeps_trunk():
     pre = ckpt.load_policy(path)
     cfg = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix4.yaml")
     config = dataclasses.replace(pre.config, num_heads=6)
-    actor, critic, _, log_alpha = rs.remap_heads(pre, config, cfg.tasks, jax.random.key(0))
+    hyper = sac_study.sac_hyper(cfg, rs.ACT_DIM)
+    actor, critic, _, log_alpha = rs.remap_heads(pre, config, hyper, cfg.tasks, jax.random.key(0))
     old_a = np.asarray(pre.state.actor_params["head"]["kernel"]).reshape(256, 4, 8)
     new_a = np.asarray(actor["head"]["kernel"]).reshape(256, 6, 8)
     np.testing.assert_array_equal(new_a[:, 4], old_a[:, 2])  # peg-unplug-side
@@ -51,12 +52,30 @@ def test_remap_heads_moves_far_heads_and_keeps_trunk():
     )
 
 
+def test_remap_heads_new_stages_take_the_runs_init_log_alpha():
+    """A stage the checkpoint lacks starts at the run's ``init_log_alpha`` (not the schema's
+    default); a stage it knows keeps the checkpoint's log-alpha."""
+    pytest.importorskip("metaworld")
+    pre = ckpt.load_policy(sac_study.resolve_checkpoint("asset:robotic_sequence_far", ""))
+    cfg = cfglib.load(
+        rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix4.yaml", {"init_log_alpha": -3.0}
+    )
+    assert rs.RoboticSequenceConfig().init_log_alpha != -3.0
+    config = dataclasses.replace(pre.config, num_heads=6)
+    hyper = sac_study.sac_hyper(cfg, rs.ACT_DIM)
+    _, _, _, log_alpha = rs.remap_heads(pre, config, hyper, cfg.tasks, jax.random.key(0))
+    # window-close, faucet-close: not in the asset; hammer, push, peg, push-wall: asset heads 0-3
+    np.testing.assert_allclose(np.asarray(log_alpha)[:2], [-3.0, -3.0])
+    np.testing.assert_array_equal(np.asarray(log_alpha)[2:], np.asarray(pre.state.log_alpha))
+
+
 def test_remap_heads_zero_critic_heads_only_for_new_tasks():
     pytest.importorskip("metaworld")
     pre = ckpt.load_policy(sac_study.resolve_checkpoint("asset:robotic_sequence_far", ""))
     cfg = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix4.yaml")
     config = dataclasses.replace(pre.config, num_heads=6)
-    _, critic, target, _ = rs.remap_heads(pre, config, cfg.tasks, jax.random.key(0), "zero")
+    hyper = sac_study.sac_hyper(cfg, rs.ACT_DIM)
+    _, critic, target, _ = rs.remap_heads(pre, config, hyper, cfg.tasks, jax.random.key(0), "zero")
     old = pre.state.critic_params["head"]
     for params in (critic, target):
         kernel, bias = np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])

@@ -24,6 +24,7 @@ from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
 from fpc_jax.agents.sac.train import make_update_burst, transition_example
 from fpc_jax.agents.sac.update import (
+    SACHyper,
     SACTrainState,
     init_train_state,
     train_state_from_params,
@@ -123,6 +124,7 @@ def _remap_head(leaf: jax.Array, fresh: jax.Array, mapping: dict[int, int], per_
 def remap_heads(
     pre: ckpt.PolicyCheckpoint,
     config: SACConfig,
+    hyper: SACHyper,
     tasks: tuple[str, ...],
     key: jax.Array,
     new_critic_heads: str = "random",
@@ -130,13 +132,14 @@ def remap_heads(
     """(actor, critic, target critic, log_alpha) for ``tasks``: the shared trunk as pre-trained,
     each head of a task the checkpoint knows copied from it, the other heads freshly initialised
     (critic heads at zero with ``new_critic_heads="zero"``: Q = 0 and no action gradient until
-    they learn, instead of a random head's large values on the trained trunk's features).
-    Lets the 4-task asset start the Appendix-F prefix variants (Far pair at other positions)."""
+    they learn, instead of a random head's large values on the trained trunk's features; a new
+    stage's log-alpha is the run's ``hyper.init_log_alpha``). Lets the 4-task asset start the
+    Appendix-F prefix variants (Far pair at other positions)."""
     old_tasks = list(pre.meta.get("tasks", []))
     mapping = {j: old_tasks.index(t) for j, t in enumerate(tasks) if t in old_tasks}
     if not mapping:
         raise ckpt.CheckpointError(f"checkpoint knows none of the tasks {list(tasks)}")
-    fresh = init_train_state(config, sac_study.sac_hyper(_DEFAULTS, ACT_DIM), key)
+    fresh = init_train_state(config, hyper, key)
     st = pre.state
     # critic heads kept by "zero": the checkpoint's trained ones (not the asset's Close heads)
     trained = {old_tasks[i] for i in pre.meta.get("far_stages", range(len(old_tasks)))}
@@ -159,9 +162,6 @@ def remap_heads(
         critic(st.target_critic_params, fresh.critic_params),
         log_alpha,
     )
-
-
-_DEFAULTS = RoboticSequenceConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
         config, num_heads=stored["sac_config"]["num_heads"]))  # fmt: skip
     key = jax.random.key(cfg.seed)
     actor0, critic0, target0, log_alpha0 = remap_heads(
-        pre, config, tuple(cfg.tasks), key, cfg.new_critic_heads
+        pre, config, hyper, tuple(cfg.tasks), key, cfg.new_critic_heads
     )
     seq = MetaWorldSequenceConfig(tasks=tuple(cfg.tasks), T=cfg.T, beta=cfg.beta,
                                   randomization=cfg.randomization)  # fmt: skip
