@@ -168,3 +168,70 @@ def test_retention_terms_enter_the_losses_with_their_coefficients():
     assert float(c_loss) == pytest.approx(float(expected + 0.25 * cm["critic/bc"]), rel=1e-5)
     # EWC with a constant Fisher of 2 is twice the trunk L2 (the heads are excluded from both).
     assert float(m["actor/ewc"]) == pytest.approx(2.0 * float(m["actor/l2"]), rel=1e-5)
+
+
+def _constant_actor(actor_params, mean, log_std):
+    """Actor params whose every head outputs ``(mean, log_std)`` on any state (zero head kernel)."""
+    head = actor_params["head"]
+    bias = jnp.tile(jnp.concatenate([jnp.asarray(mean), jnp.asarray(log_std)]), CONFIG.num_heads)
+    return {**actor_params, "head": {"kernel": jnp.zeros_like(head["kernel"]), "bias": bias}}
+
+
+def _gaussian_kl_by_hand(mean_p, std_p, mean_q, std_q):
+    """KL(N(mean_p, std_p^2) || N(mean_q, std_q^2)), summed over dims."""
+    return float(
+        np.sum(np.log(std_q / std_p) + (std_p**2 + (mean_p - mean_q) ** 2) / (2 * std_q**2) - 0.5)
+    )
+
+
+# student (the actor being trained) and teacher (pi*): different stds, so the two KLs differ
+STUDENT_MEAN, STUDENT_STD = np.array([0.2, -0.1]), np.array([0.5, 1.0])
+TEACHER_MEAN, TEACHER_STD = np.array([0.4, 0.3]), np.array([1.0, 2.0])
+KL_TEACHER_STUDENT = _gaussian_kl_by_hand(TEACHER_MEAN, TEACHER_STD, STUDENT_MEAN, STUDENT_STD)
+KL_STUDENT_TEACHER = _gaussian_kl_by_hand(STUDENT_MEAN, STUDENT_STD, TEACHER_MEAN, TEACHER_STD)
+
+
+def _actor_metrics(anchors, actor_params, critic_params, coefs):
+    _, _, _, batch = _setup()
+    _, actor_loss, _ = make_losses(CONFIG)
+    bc = sample_bc(anchors, jax.random.PRNGKey(9), CONFIG.batch_size)
+    _, m = jax.jit(actor_loss)(
+        actor_params, critic_params, jnp.zeros(3), batch, bc, anchors, coefs, jax.random.PRNGKey(0)
+    )
+    return m
+
+
+@pytest.mark.parametrize(
+    ("direction", "expected"),
+    [(0.0, KL_TEACHER_STUDENT), (1.0, KL_STUDENT_TEACHER)],
+    ids=["kl_teacher_student", "kl_student_teacher"],
+)
+def test_actor_bc_term_takes_the_kl_direction_of_its_coefficient(direction, expected):
+    """BC in ``actor_loss``: 0 -> KL(teacher || student), 1 -> KL(student || teacher), with the
+    student the actor on the stored BC states and the teacher pi*'s stored outputs there."""
+    assert abs(KL_TEACHER_STUDENT - KL_STUDENT_TEACHER) > 0.5
+    _, actor_params, critic_params, _ = _setup()
+    student = _constant_actor(actor_params, STUDENT_MEAN, np.log(STUDENT_STD))
+    anchors = placeholder_anchors(CONFIG, student, critic_params, 6)
+    anchors = anchors.replace(
+        bc_mean=jnp.broadcast_to(jnp.asarray(TEACHER_MEAN, jnp.float32), anchors.bc_mean.shape),
+        bc_log_std=jnp.broadcast_to(
+            jnp.asarray(np.log(TEACHER_STD), jnp.float32), anchors.bc_log_std.shape
+        ),
+    )
+    coefs = RetentionCoefs.create(bc_actor=1.0, bc_kl_direction=direction)
+    m = _actor_metrics(anchors, student, critic_params, coefs)
+    assert float(m["actor/bc"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_actor_ks_term_is_kl_teacher_to_student():
+    """KS in ``actor_loss``: KL(pi*(.|s) || pi(.|s)) on the fine-tuning batch's states, whatever
+    ``bc_kl_direction`` says (it is BC's)."""
+    _, actor_params, critic_params, _ = _setup()
+    student = _constant_actor(actor_params, STUDENT_MEAN, np.log(STUDENT_STD))
+    teacher = _constant_actor(actor_params, TEACHER_MEAN, np.log(TEACHER_STD))
+    anchors = placeholder_anchors(CONFIG, teacher, critic_params, 6)
+    for direction in (0.0, 1.0):
+        coefs = RetentionCoefs.create(ks_actor=1.0, bc_kl_direction=direction)
+        m = _actor_metrics(anchors, student, critic_params, coefs)
+        assert float(m["actor/ks"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5), direction
