@@ -1,0 +1,278 @@
+"""PPO actor (categorical logits) and critic (state value) MLPs, plus optional RND networks.
+
+Each network's parameters are ``{"trunk": ..., "head": ...}`` so retention penalties address the
+trunk by path (fpc_jax/retention/trunk.py). Core functions are unbatched; batch them with
+``jax.vmap``. Orthogonal init as in the PPO implementations (Engstrom et al. 2020, "Implementation
+Matters"; Huang et al. 2022, "The 37 implementation details of PPO"): hidden layers gain sqrt(2),
+policy output 0.01, value output 1, zero biases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from fpc_jax.retention.trunk import HEAD, TRUNK
+
+PyTree = Any
+
+HEAD_MODES = ("shared", "per_stage")
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": nn.relu,
+    "leaky_relu": lambda x: nn.leaky_relu(x, negative_slope=0.2),
+    "elu": nn.elu,
+}
+_HIDDEN_GAIN = math.sqrt(2.0)
+_POLICY_GAIN = 0.01
+_VALUE_GAIN = 1.0
+
+
+@struct.dataclass
+class PPOConfig:
+    """Static PPO network configuration (all ``pytree_node=False``; changing it recompiles).
+
+    ``head_mode``: ``"shared"`` (default) has one output layer for every stage, the policy sees
+    no task id (Montezuma / NetHack); ``"per_stage"`` has one output head per stage, selected by
+    the stage index as in the SAC agent (RoboticSequence). ``rnd`` adds Random Network
+    Distillation (Burda et al. 2018): a fixed random target net, a trained predictor, and a second
+    (intrinsic) value output on the critic head.
+    """
+
+    obs_dim: int = struct.field(pytree_node=False)
+    num_actions: int = struct.field(pytree_node=False)
+    num_heads: int = struct.field(pytree_node=False, default=1)
+    hidden_sizes: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))
+    activation: str = struct.field(pytree_node=False, default="tanh")
+    head_mode: str = struct.field(pytree_node=False, default="shared")
+    rnd: bool = struct.field(pytree_node=False, default=False)
+    rnd_hidden_sizes: tuple[int, ...] = struct.field(pytree_node=False, default=(64, 64))
+    rnd_out_dim: int = struct.field(pytree_node=False, default=32)
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "num_actions", "num_heads", "rnd_out_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"PPOConfig.{name} must be a positive int, got {value!r}")
+        if self.num_actions < 2:
+            raise ValueError(f"PPOConfig.num_actions must be >= 2, got {self.num_actions}")
+        for name in ("hidden_sizes", "rnd_hidden_sizes"):
+            sizes = tuple(getattr(self, name))
+            if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes):
+                raise ValueError(f"PPOConfig.{name} must be positive ints, got {sizes!r}")
+            object.__setattr__(self, name, sizes)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; choose one of {tuple(ACTIVATIONS)}"
+            )
+        if self.head_mode not in HEAD_MODES:
+            raise ValueError(f"head_mode must be one of {HEAD_MODES}, got {self.head_mode!r}")
+
+    @property
+    def num_output_heads(self) -> int:
+        """Output heads actually built: ``num_heads`` per stage, or 1 when shared."""
+        return self.num_heads if self.head_mode == "per_stage" else 1
+
+    @property
+    def num_values(self) -> int:
+        """Value outputs per head: extrinsic, plus intrinsic when ``rnd``."""
+        return 2 if self.rnd else 1
+
+
+def _dense(size: int, gain: float, name: str) -> nn.Dense:
+    return nn.Dense(
+        size,
+        kernel_init=nn.initializers.orthogonal(gain),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    """Dense -> activation for each hidden size (orthogonal init, gain sqrt(2))."""
+
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, size in enumerate(self.hidden_sizes):
+            x = ACTIVATIONS[self.activation](_dense(size, _HIDDEN_GAIN, f"dense_{i}")(x))
+        return x
+
+
+def _select_head(out: jax.Array, num_output_heads: int, stage: jax.Array) -> jax.Array:
+    """Row ``stage`` of ``out`` reshaped (heads, -1); the only row when the head is shared."""
+    out = out.reshape(num_output_heads, -1)
+    return out[stage] if num_output_heads > 1 else out[0]
+
+
+class Actor(nn.Module):
+    """Unbatched policy: ``(obs (obs_dim,), stage ()) -> logits (num_actions,)``."""
+
+    num_actions: int
+    num_output_heads: int
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, stage: jax.Array) -> jax.Array:
+        chex.assert_rank([obs, stage], [1, 0])
+        h = MLP(self.hidden_sizes, self.activation, name=TRUNK)(obs)
+        out = _dense(self.num_output_heads * self.num_actions, _POLICY_GAIN, HEAD)(h)
+        return _select_head(out, self.num_output_heads, stage)
+
+
+class Critic(nn.Module):
+    """Unbatched value: ``(obs, stage) -> values (num_values,)`` (extrinsic first)."""
+
+    num_values: int
+    num_output_heads: int
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, stage: jax.Array) -> jax.Array:
+        chex.assert_rank([obs, stage], [1, 0])
+        h = MLP(self.hidden_sizes, self.activation, name=TRUNK)(obs)
+        out = _dense(self.num_output_heads * self.num_values, _VALUE_GAIN, HEAD)(h)
+        return _select_head(out, self.num_output_heads, stage)
+
+
+class RNDNet(nn.Module):
+    """Unbatched RND embedding ``obs -> (rnd_out_dim,)`` (target or predictor; Burda et al.)."""
+
+    hidden_sizes: Sequence[int]
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        chex.assert_rank(obs, 1)
+        h = MLP(self.hidden_sizes, "relu", name=TRUNK)(obs)
+        return _dense(self.out_dim, 1.0, HEAD)(h)
+
+
+@dataclass(frozen=True)
+class PPONetworks:
+    """Pure apply functions (unbatched) of the actor, critic and RND nets of one config."""
+
+    config: PPOConfig
+    actor: Actor
+    critic: Critic
+    rnd_net: RNDNet
+
+    def init(self, key: jax.Array) -> tuple[PyTree, PyTree]:
+        """Fresh ``(actor_params, critic_params)`` (the inner ``"params"`` collections)."""
+        k_actor, k_critic = jax.random.split(key)
+        obs = jnp.zeros((self.config.obs_dim,), jnp.float32)
+        stage = jnp.zeros((), jnp.int32)
+
+        @jax.jit
+        def init(k_actor: jax.Array, k_critic: jax.Array) -> tuple[PyTree, PyTree]:
+            return (
+                self.actor.init(k_actor, obs, stage)["params"],
+                self.critic.init(k_critic, obs, stage)["params"],
+            )
+
+        return init(k_actor, k_critic)
+
+    def init_rnd(self, key: jax.Array) -> dict[str, PyTree]:
+        """``{"target": ..., "predictor": ...}`` RND params, or ``{}`` when RND is off."""
+        if not self.config.rnd:
+            return {}
+        obs = jnp.zeros((self.config.obs_dim,), jnp.float32)
+        k_target, k_pred = jax.random.split(key)
+        init = jax.jit(lambda k: self.rnd_net.init(k, obs)["params"])
+        return {"target": init(k_target), "predictor": init(k_pred)}
+
+    def actor_apply(self, params: PyTree, obs: jax.Array, stage: jax.Array) -> jax.Array:
+        """Logits (num_actions,) of the policy at ``obs`` (head ``stage`` if per-stage)."""
+        return self.actor.apply({"params": params}, obs, stage)
+
+    def critic_values(self, params: PyTree, obs: jax.Array, stage: jax.Array) -> jax.Array:
+        """All value outputs (num_values,): ``[V_ext]`` or ``[V_ext, V_int]``."""
+        return self.critic.apply({"params": params}, obs, stage)
+
+    def critic_apply(self, params: PyTree, obs: jax.Array, stage: jax.Array) -> jax.Array:
+        """Extrinsic value V(obs), a scalar."""
+        return self.critic_values(params, obs, stage)[0]
+
+    def rnd_apply(self, params: PyTree, obs: jax.Array) -> jax.Array:
+        """RND embedding (rnd_out_dim,) of a (normalised) observation."""
+        return self.rnd_net.apply({"params": params}, obs)
+
+
+def make_ppo_networks(config: PPOConfig) -> PPONetworks:
+    """Actor, critic and RND nets for ``config`` (brax ``make_ppo_networks`` analogue)."""
+    arch = dict(
+        num_output_heads=config.num_output_heads,
+        hidden_sizes=config.hidden_sizes,
+        activation=config.activation,
+    )
+    return PPONetworks(
+        config=config,
+        actor=Actor(num_actions=config.num_actions, **arch),
+        critic=Critic(num_values=config.num_values, **arch),
+        rnd_net=RNDNet(hidden_sizes=config.rnd_hidden_sizes, out_dim=config.rnd_out_dim),
+    )
+
+
+def sample_action(key: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Sample an action index from ``softmax(logits)`` and return ``(index, log pi(index))``."""
+    chex.assert_rank(logits, 1)
+    action = jax.random.categorical(key, logits)
+    return action, jax.nn.log_softmax(logits)[action]
+
+
+def log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+    """``log pi(action)`` of one categorical given by ``logits`` (A,)."""
+    chex.assert_rank([logits, action], [1, 0])
+    return jax.nn.log_softmax(logits)[action]
+
+
+def entropy(logits: jax.Array) -> jax.Array:
+    """Entropy ``-sum_a pi(a) log pi(a)`` of one categorical."""
+    chex.assert_rank(logits, 1)
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p)
+
+
+def make_policy(
+    config: PPOConfig,
+) -> tuple[Callable[..., jax.Array], Callable[..., jax.Array]]:
+    """``(sample, greedy)`` acting functions returning the env's ONE-HOT float action (A,):
+    ``sample(actor_params, obs, stage, key)`` draws from pi, ``greedy(actor_params, obs, stage)``
+    takes its argmax. Usable by a teacher-data rollout."""
+    nets = make_ppo_networks(config)
+    n = config.num_actions
+
+    def sample(actor_params: PyTree, obs: jax.Array, stage: jax.Array, key: jax.Array):
+        action, _ = sample_action(key, nets.actor_apply(actor_params, obs, stage))
+        return jax.nn.one_hot(action, n, dtype=jnp.float32)
+
+    def greedy(actor_params: PyTree, obs: jax.Array, stage: jax.Array):
+        logits = nets.actor_apply(actor_params, obs, stage)
+        return jax.nn.one_hot(jnp.argmax(logits), n, dtype=jnp.float32)
+
+    return sample, greedy
+
+
+__all__ = [
+    "HEAD",
+    "TRUNK",
+    "PPOConfig",
+    "PPONetworks",
+    "entropy",
+    "log_prob",
+    "make_policy",
+    "make_ppo_networks",
+    "sample_action",
+]
