@@ -2,6 +2,7 @@
 
 from fpc_jax.envs import (
     apple_retrieval,  # noqa: F401  (registers "apple_retrieval")
+    key_door_rooms,  # noqa: F401  (registers "key_door_rooms")
     metaworld_cpu,  # noqa: F401  (registers "metaworld/*", lazy import)
     metaworld_mjx,  # noqa: F401  (registers backend "mjx" of "metaworld/*", lazy import)
     point_sequence,  # noqa: F401  (registers "point_sequence")
