@@ -68,7 +68,8 @@ def main() -> None:
             print(row, flush=True)
     results.write_json(args.out, {
         "benchmark": "far_asset_robustness", "env": results.environment_info(),
-        "asset": str(path), "asset_method": meta.get("method"), "seed": args.seed,
+        "asset": f"fpc_jax/assets/{path.name}",  # in the package, not this machine's path
+        "asset_method": meta.get("method"), "seed": args.seed,
         "wall_s": time.perf_counter() - t0, "rows": rows,
     })  # fmt: skip
     print(f"wrote {args.out}")

@@ -2,7 +2,7 @@
 
 Slow, and skipped unless ``MTCWorldMJX`` (installed with ``--no-deps``, docs/mjx_backend.md) and
 ``metaworld`` both import; run with
-``PYTHONPATH=. /work/venv-mjx316/bin/python -m pytest -m slow tests/test_metaworld_mjx.py``.
+``PYTHONPATH=. ../venv-mjx316/bin/python -m pytest -m slow tests/test_metaworld_mjx.py``.
 Tolerances come from docs/mjx_evaluation.md (the port against metaworld, same start, same actions).
 """
 

@@ -4,7 +4,7 @@ Runs ``fpc-jax finetune --config configs/robotic_sequence/mjx_smoke.yaml`` on MJ
 CPU backend when there is no GPU): the packaged Far policy, its anchors from a pi* rollout on the
 MJX Far stages, and 2 methods x 1 seed fine-tuned as one vmapped program. Skipped unless the
 ``MTCWorldMJX`` port imports (docs/mjx_backend.md, "Install"); run with
-``PYTHONPATH=. /work/venv-mjx316/bin/python -m pytest -m mjx tests/test_mjx_study.py``.
+``PYTHONPATH=. ../venv-mjx316/bin/python -m pytest -m mjx tests/test_mjx_study.py``.
 About 13 min on a 2-core CPU (warm Warp kernel cache): the first study ~10 min (env build,
 tracing + compiling the rollout / chunk / evaluation programs ~6 min, stepping), the second one,
 compiled programs reused, ~3 min of stepping.
