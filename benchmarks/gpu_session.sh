@@ -1,50 +1,72 @@
 #!/usr/bin/env bash
-# The GPU measurements of benchmarks/ on a lent device machine (/work/.library/device/README.md):
-# (a) mjx_throughput.py, (b) sac_updates.py on the GPU, (c) robotic_sequence_throughput.py with
-# the physics on the machine's CPU cores; every result JSON and a log land in $OUT.
+# The GPU benchmarks of benchmarks/ on one NVIDIA machine:
+#   (a) mjx_throughput.py: MJX env steps/s vs batch 1..4096 for the warp and jax impls (the four
+#       tasks and the stitched sequence, compile apart), the per-lane contact / constraint-row
+#       peaks that size naconmax / njmax, and the real metaworld on CPU in the same run;
+#   (b) sac_updates.py: SAC updates/s vs vmapped runs 1..1024 on the GPU;
+#   (c) robotic_sequence_throughput.py: the study loop with the Meta-World physics on the
+#       machine's CPU cores (one worker per core) and the updates on the GPU.
+# Each writes <benchmark>_<device kind>.json into the output directory, next to a log.
 #
-# The packages the device lacks (MuJoCo, MJX, Warp, metaworld, the port) exceed one call's
-# 64 MiB carry, so they travel in two parts (benchmarks/make_wheelhouse.sh, run here once) and
-# the work takes three `run` calls on ONE machine, in this order:
+#   bash benchmarks/gpu_session.sh MODE [OUT_DIR]
 #
-#   1. carry ["wheelhouse/part1"]   command "bash benchmarks/gpu_session.sh stash"   (~1 min)
-#      unpacks part1 into $SITE and keeps warp.so's first half on the machine; checks imports.
-#   2. carry ["wheelhouse/part2"]   command "bash benchmarks/gpu_session.sh mjx"     (<= 10 min)
-#      CALL IT AT ONCE when 1 returns: the machine stays warm only 30 s after a call, and 2 needs
-#      what 1 left on it. If 2 says "run stash first", the machine was given back: redo 1, 2.
-#      Runs (a), then copies mjx_throughput_<device>.json and the log to $OUT.
-#   3. carry ["wheelhouse/part1"]   command "bash benchmarks/gpu_session.sh agent"   (<= 10 min)
-#      Runs (b) and (c); needs part1 only, so it also works on a fresh machine. On the machine of
-#      call 2 it then spends the time left on what (a)'s budget left out (--resume) and returns
-#      the completed mjx_throughput JSON.
+#   all     check, then (a), (b), (c)
+#   mjx     check, then (a)
+#   agent   (b) and (c)
+#   check   GPU, library versions, imports, one Warp kernel on cuda:0; measures nothing
 #
-# Give 2 and 3 timeout_s 600; each stage's time limit is taken from CALL_S (default 585 s).
-# About 21 minutes of the session's 30 of device time, machine start included.
+# Needs an NVIDIA GPU with its driver and a Python holding JAX for CUDA plus this package's
+# metaworld and mjx extras and the MJX port of Meta-World (docs/versions.md, docs/mjx_backend.md):
 #
-# Also: `check` (imports and versions only), `unpack` / `install` (what stash / mjx install,
-# nothing run), `all` (everything in one command, for a machine with both parts and more time).
-# Overrides (env): PY (default python3), SITE (/tmp/fpc_site), OUT (./gpu_out), RESULTS
-# (/tmp/fpc_results, where (a) writes), WHEELHOUSE (wheelhouse), SKIP_INSTALL=1 (use PY's own
-# packages), CALL_S, and extra arguments for each benchmark in MJX_ARGS, SAC_ARGS, RS_ARGS
-# (appended, so they override the defaults below).
-# Afterwards, here: copy the JSONs from the calls' files_at into benchmarks/results/.
+#   pip install "jax[cuda12]" -e ".[metaworld,mjx]" && pip install --no-deps mtcworldmjx==0.4.0
+#
+# Settings (environment):
+#   OUT      output directory, as OUT_DIR (default runs/gpu_benchmarks in the repository)
+#   PY       the Python (default python3)
+#   TIME_S   wall-clock budget of the whole command in seconds (default 3600): each stage is cut
+#            at what is left, and (a) gets a --budget-s that ends it in time
+#   MJX_ARGS, SAC_ARGS, RS_ARGS   extra arguments of (a), (b), (c), appended (they override
+#            this script's); e.g. MJX_ARGS="--resume" measures only what an earlier (a) JSON in
+#            OUT lacks
+# Record a run by copying the JSONs into benchmarks/results/.
+#
+# Without network on the GPU machine: benchmarks/make_wheelhouse.sh (on a machine with network)
+# packs the packages the GPU machine lacks into wheelhouse/part1 and wheelhouse/part2, two
+# transfers of bounded size. On the GPU machine `unpack` extracts part1 into SITE (default
+# wheelhouse/installed) and `install` then adds part2's half of warp.so (separate commands, so
+# the parts may arrive one at a time); every mode puts an installed SITE on PYTHONPATH. Each part
+# is checked against its MANIFEST's sha256s. WHEELHOUSE (default wheelhouse) is where the parts
+# are read from.
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+SELF=$(realpath "$0")
+ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 MODE=${1:-}
 PY=${PY:-python3}
-WH=${WHEELHOUSE:-wheelhouse}
-SITE=${SITE:-/tmp/fpc_site}
-OUT=${OUT:-$PWD/gpu_out}
-RESULTS=${RESULTS:-/tmp/fpc_results}
-CALL_S=${CALL_S:-585}
-END=$((SECONDS + CALL_S))
-mkdir -p "$OUT" "$RESULTS"
-exec > >(tee -a "$OUT/gpu_session_${MODE:-none}.log") 2>&1
+OUT=$(realpath -m "${2:-${OUT:-$ROOT/runs/gpu_benchmarks}}")
+WH=$(realpath -m "${WHEELHOUSE:-$ROOT/wheelhouse}")
+SITE=$(realpath -m "${SITE:-$WH/installed}")
+TIME_S=${TIME_S:-3600}
+cd "$ROOT"
+END=$((SECONDS + TIME_S))
 
-PYTHONPATH=$PWD
-[ "${SKIP_INSTALL:-0}" = 1 ] || PYTHONPATH=$SITE:$PYTHONPATH
-export PYTHONPATH
+usage() {
+  sed -n '2,/^set -uo/p' "$SELF" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+case "$MODE" in
+  all | mjx | agent | check | unpack | install) ;;
+  *)
+    usage
+    exit 2
+    ;;
+esac
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_session_$MODE.log") 2>&1
+
+[ -f "$SITE/.base" ] && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false # MuJoCo Warp and worker processes share the GPU
 
@@ -64,12 +86,11 @@ verify() { # FILE NAME MANIFEST
   fi
 }
 
-install_base() {
-  [ "${SKIP_INSTALL:-0}" = 1 ] && return 0
+unpack_part1() {
   local m=$WH/part1/MANIFEST
-  if [ -f "$SITE/.base" ] && [ ! -f "$m" ]; then return 0; fi
+  if [ -f "$SITE/.base" ] && [ ! -f "$m" ]; then return 0; fi # unpacked before
   if [ -f "$SITE/.base" ] && same "$m" "$SITE/.base"; then return 0; fi
-  [ -f "$m" ] || { say "no $m: carry wheelhouse/part1 (benchmarks/make_wheelhouse.sh)"; return 1; }
+  [ -f "$m" ] || { say "no $m: build it with benchmarks/make_wheelhouse.sh"; return 1; }
   verify "$WH/part1/base.tar.xz" part1/base.tar.xz "$m" || return 1
   verify "$WH/part1/warp.so.xz.00" part1/warp.so.xz.00 "$m" || return 1
   rm -rf "$SITE" && mkdir -p "$SITE/.parts"
@@ -83,15 +104,14 @@ EOF
   say "part1 unpacked into $SITE ($(du -sh "$SITE" | cut -f1))"
 }
 
-install_warp() {
-  [ "${SKIP_INSTALL:-0}" = 1 ] && return 0
+install_part2() {
   local m=$SITE/.base so=$SITE/warp/bin/warp.so
   if [ ! -f "$m" ]; then
-    say "part1 is not on this machine: run stash first, then mjx at once"
+    say "part1 is not unpacked into $SITE: run unpack first"
     return 1
   fi
   if [ -f "$so" ] && verify "$so" warp/bin/warp.so "$m" >/dev/null; then return 0; fi
-  [ -f "$WH/part2/warp.so.xz.01" ] || { say "no $WH/part2: carry wheelhouse/part2"; return 1; }
+  [ -f "$WH/part2/warp.so.xz.01" ] || { say "no $WH/part2 (benchmarks/make_wheelhouse.sh)"; return 1; }
   same "$WH/part2/MANIFEST" "$m" || { say "part1 and part2 come from different builds"; return 1; }
   verify "$WH/part2/warp.so.xz.01" part2/warp.so.xz.01 "$m" || return 1
   mkdir -p "$(dirname "$so")"
@@ -129,7 +149,7 @@ for mod in ("mujoco", "metaworld", "fpc_jax.envs.metaworld_cpu", "warp", "mujoco
         print(f"  import {mod}: ok")
     except Exception as e:
         print(f"  import {mod}: {type(e).__name__}: {e}")
-try:  # a Warp kernel on the GPU (NVRTC and the driver agree), once warp.so is there
+try:  # a Warp kernel on the GPU (NVRTC and the driver agree)
     import warp as wp
 
     @wp.kernel
@@ -144,6 +164,7 @@ except Exception as e:
     print(f"  warp kernel on cuda:0: {type(e).__name__}: {e}")
 EOF
   "$PY" "$script"
+  rm -f "$script"
 }
 
 slug() {
@@ -151,7 +172,7 @@ slug() {
 print(re.sub(r"[^a-z0-9]+", "-", jax.devices()[0].device_kind.lower()).strip("-"))'
 }
 
-stage() { # NAME SECONDS CMD...: run under a time limit that ends before the call's
+stage() { # NAME SECONDS CMD...: run under a time limit that ends before the budget
   local name=$1 limit=$2
   shift 2
   [ "$limit" -gt "$(($(left) - 10))" ] && limit=$(($(left) - 10))
@@ -166,52 +187,40 @@ stage() { # NAME SECONDS CMD...: run under a time limit that ends before the cal
   return $rc
 }
 
-run_mjx() { # [--resume]: measure what an earlier call's JSON lacks, with the time left
-  local kind out t
-  kind=$(slug)
-  out=$RESULTS/mjx_throughput_$kind.json # outside the repo copy, which each call re-syncs
+run_mjx() {
+  local t
   t=$(($(left) - 20))
   if [ "$t" -lt 180 ]; then
-    say "mjx_throughput $*: skipped, ${t}s left"
-  else
-    # --budget-s leaves the last measurement started ~2 minutes to end before the time limit
-    # shellcheck disable=SC2086
-    stage mjx_throughput "$t" "$PY" benchmarks/mjx_throughput.py --out "$out" \
-      --budget-s $((t - 120)) "$@" ${MJX_ARGS:-}
+    say "mjx_throughput: skipped, ${t}s left"
+    return 1
   fi
-  cp "$out" "$OUT/" 2>/dev/null || say "no $out"
+  # --budget-s: the last measurement starts ~2 minutes before the time limit
+  # shellcheck disable=SC2086
+  stage mjx_throughput "$t" "$PY" benchmarks/mjx_throughput.py \
+    --out "$OUT/mjx_throughput_$(slug).json" --budget-s $((t - 120)) ${MJX_ARGS:-}
 }
 
 run_agent() {
-  local kind
+  local kind w
   kind=$(slug)
   # shellcheck disable=SC2086
   stage sac_updates 200 "$PY" benchmarks/sac_updates.py --runs 1,8,64,256,1024 \
     --budget-s 150 --out "$OUT/sac_updates_$kind.json" ${SAC_ARGS:-}
-  local w
   w=$(nproc)
   # HostLoop needs runs x envs_per_run >= workers
   # shellcheck disable=SC2086
   stage robotic_sequence_throughput 330 "$PY" benchmarks/robotic_sequence_throughput.py \
     --runs "$w,$((4 * w))" --workers "$w" --bursts 2 --baseline-procs "$w" \
     --out "$OUT/robotic_sequence_$kind.json" ${RS_ARGS:-}
-  if [ -f "$SITE/warp/bin/warp.so" ] || [ "${SKIP_INSTALL:-0}" = 1 ]; then
-    run_mjx --resume # what call 2's budget left out, on the same machine
-  fi
 }
 
 case "$MODE" in
-  stash) install_base && check ;;
-  mjx) install_warp && check && run_mjx ;;
-  agent) install_base && run_agent ;;
+  all) check && { run_mjx; run_agent; } ;;
+  mjx) check && run_mjx ;;
+  agent) run_agent ;;
   check) check ;;
-  unpack) install_base ;;
-  install) install_warp ;;
-  all) install_base && install_warp && check && { run_mjx; run_agent; } ;;
-  *)
-    sed -n '2,/^set -uo/p' "$0" | sed '$d'
-    exit 2
-    ;;
+  unpack) unpack_part1 ;;
+  install) install_part2 ;;
 esac
 rc=$?
 say "done (exit $rc); in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Build wheelhouse/: the Python packages the GPU benchmarks need on the device machine, packed to
-# travel in `carry` (64 MiB per call, working tree included; /work/.library/device/README.md).
+# Build wheelhouse/: the Python packages the GPU benchmarks need, for a GPU machine without network
+# access that takes files in transfers of bounded size (64 MiB with a copy of this repository);
+# benchmarks/gpu_session.sh `unpack` and `install` put them in place there.
 #
-#   bash benchmarks/make_wheelhouse.sh     # once, here: network, and ~6 min of xz the first time
+#   bash benchmarks/make_wheelhouse.sh     # on a machine with network; ~6 min of xz the first time
 #
-# The device machine has Python 3.12 (x86-64) with JAX, flax, optax, chex, orbax, numpy, scipy,
-# absl-py, etils, imageio, packaging, pyyaml, tqdm, matplotlib; it lacks the PACKAGES below.
+# The GPU machine is taken to have Python 3.12 (x86-64) with JAX, flax, optax, chex, orbax, numpy,
+# scipy, absl-py, etils, imageio, packaging, pyyaml, tqdm, matplotlib; it lacks the PACKAGES below.
 # Their cp312 manylinux wheels total ~255 MiB (warp-lang alone 142 MiB: its warp.so is a 291 MB
 # library holding NVRTC and MathDx, still 77 MB under xz -9e), so they cannot travel as wheels
-# in one call. This script unpacks them (what `pip install --no-deps --target` writes), prunes
+# in one transfer. This script unpacks them (what `pip install --no-deps --target` writes), prunes
 # what no benchmark touches (PRUNE; warp-clang.so is Warp's CPU backend, unused on a GPU; the
 # model meshes and textures of every Meta-World task but TASKS), hard-links MTCWorldMJX's copy
 # of metaworld's assets to metaworld's, and packs:
@@ -19,8 +20,8 @@
 #   wheelhouse/part{1,2}/MANIFEST     versions and sha256s (benchmarks/gpu_session.sh checks them)
 #
 # The two parts are of equal size (~45 MiB), each under PART_MAX_MIB (default 56) so that it plus
-# the working tree (~6 MiB) fits one call; warp.so spans both, so benchmarks/gpu_session.sh works
-# in consecutive calls on one machine.
+# the working tree (~6 MiB) fits one transfer; warp.so spans both, so benchmarks/gpu_session.sh
+# `unpack` (part1) must run before `install` (part2) on the GPU machine.
 # Kept as caches: wheelhouse/download (the wheels), wheelhouse/site (the unpacked tree),
 # wheelhouse/cache (xz of warp.so by its sha256). PY: a Python with pip, mujoco and metaworld
 # (default .venv/bin/python) to list the assets of TASKS.
@@ -129,6 +130,6 @@ echo "packed (MiB):"
 for f in "$WH"/part1/* "$WH"/part2/*; do echo "  $(mib "$(stat -c %s "$f")")  $f"; done
 for part in part1 part2; do
   size=$(du -cb "$WH/$part" | tail -1 | cut -f1)
-  echo "carry $WH/$part: $(mib "$size") MiB + working tree $(mib "$tree") MiB" \
+  echo "transfer $WH/$part: $(mib "$size") MiB + working tree $(mib "$tree") MiB" \
     "= $(mib $((size + tree))) MiB of 64"
 done

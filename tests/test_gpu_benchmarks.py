@@ -1,5 +1,6 @@
-"""The GPU benchmark harness without a GPU: the MJX throughput rollout, contact counting and the
-wheelhouse round trip of ``benchmarks/gpu_session.sh`` (docs in benchmarks/make_wheelhouse.sh)."""
+"""The GPU benchmark harness without a GPU: the MJX throughput rollout, contact counting, and
+``benchmarks/gpu_session.sh``'s usage and offline install from the two wheelhouse parts of
+benchmarks/make_wheelhouse.sh."""
 
 from __future__ import annotations
 
@@ -114,11 +115,11 @@ def _session(mode: str, tmp_path: Path, wheelhouse: Path) -> subprocess.Complete
     )  # fmt: skip
 
 
-def test_gpu_session_assembles_warp_from_the_two_calls(tmp_path):
+def test_gpu_session_assembles_warp_from_the_two_parts(tmp_path):
     so = np.random.default_rng(0).bytes(200_000)
     full = tmp_path / "built"
     _wheelhouse(full, so)
-    call1, call2 = tmp_path / "call1", tmp_path / "call2"  # what each call carries
+    call1, call2 = tmp_path / "call1", tmp_path / "call2"  # each part arrives alone
     (call1 / "part1").mkdir(parents=True)
     (call2 / "part2").mkdir(parents=True)
     for f in (full / "part1").iterdir():
@@ -127,7 +128,7 @@ def test_gpu_session_assembles_warp_from_the_two_calls(tmp_path):
         (call2 / "part2" / f.name).write_bytes(f.read_bytes())
 
     early = _session("install", tmp_path, call2)  # part2 before part1: refused
-    assert early.returncode != 0 and "run stash first" in early.stdout
+    assert early.returncode != 0 and "run unpack first" in early.stdout
     done = _session("unpack", tmp_path, call1)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site/tinypkg/__init__.py").read_text() == "X = 1\n"
@@ -145,4 +146,5 @@ def test_gpu_session_assembles_warp_from_the_two_calls(tmp_path):
 @pytest.mark.parametrize("mode", ["", "nonsense"])
 def test_gpu_session_without_a_mode_prints_its_usage(tmp_path, mode):
     out = _session(mode, tmp_path, tmp_path / "none")
-    assert out.returncode == 2 and "three `run` calls" in out.stdout
+    assert out.returncode == 2 and "gpu_session.sh MODE [OUT_DIR]" in out.stdout
+    assert not (tmp_path / "out").exists()  # nothing run, no log
