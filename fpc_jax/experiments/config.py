@@ -143,13 +143,38 @@ def build(schema: type[C], *layers: Mapping[str, Any]) -> C:
     return cfg
 
 
+def packaged_configs() -> Path:
+    """The experiment configs shipped with the package: an installed wheel's ``fpc_jax/_configs``
+    (a copy of the repository's ``configs/``, see setup.py), else a checkout's ``configs/``."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "_configs"
+    return shipped if shipped.is_dir() else package.parent / "configs"
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` if that file exists, else the packaged config it names (``configs/apple/fig3a.yaml``
+    or ``apple/fig3a.yaml``), so the repository's config paths work from any directory."""
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    root = packaged_configs()
+    rel = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
+    return root / rel if (root / rel).is_file() else path
+
+
 def load(schema: type[C], path: str | Path | None, overrides: Mapping[str, Any] = ()) -> C:
-    """Load ``path`` (YAML mapping) into ``schema`` and apply ``overrides`` on top."""
+    """Load ``path`` (YAML mapping; see ``resolve_path``) into ``schema``, then ``overrides``."""
     layers: list[Mapping[str, Any]] = []
     if path is not None:
-        path = Path(path)
+        path = resolve_path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            root = packaged_configs()
+            known = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+            listing = "".join(f"\n  configs/{k}" for k in known) or " (none found)"
+            raise ConfigError(
+                f"config file {str(path)!r} does not exist here nor among the packaged "
+                f"configs ({root}):{listing}"
+            )
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
