@@ -21,10 +21,10 @@ import jaxlib
 import numpy as np
 import optax
 
+from fpc_jax.agents.sac.anchors import Anchors, placeholder_anchors
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.update import SACHyper, init_train_state, stack_runs, update, update_step
-from fpc_jax.retention.anchors import Anchors, placeholder_anchors
 from fpc_jax.retention.penalties import RetentionCoefs
 
 CONFIG = SACConfig(obs_dim=40, act_dim=4, num_heads=4, hidden_sizes=(256,) * 4, batch_size=128)

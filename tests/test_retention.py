@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fpc_jax.agents.sac.anchors import make_anchors, placeholder_anchors
 from fpc_jax.agents.sac.networks import SACConfig, make_sac_networks
-from fpc_jax.retention.anchors import make_anchors, placeholder_anchors
 from fpc_jax.retention.fisher import actor_fisher, critic_fisher
 from fpc_jax.retention.penalties import (
     RetentionCoefs,

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fpc_jax.agents.sac.anchors import placeholder_anchors
 from fpc_jax.agents.sac.losses import Batch, critic_target, make_losses, sample_bc
 from fpc_jax.agents.sac.networks import (
     SACConfig,
@@ -16,7 +17,6 @@ from fpc_jax.agents.sac.networks import (
     sample_tanh_gaussian,
     tanh_gaussian_log_prob,
 )
-from fpc_jax.retention.anchors import placeholder_anchors
 from fpc_jax.retention.penalties import RetentionCoefs
 
 CONFIG = SACConfig(obs_dim=3, act_dim=2, num_heads=3, hidden_sizes=(8, 8), batch_size=4)

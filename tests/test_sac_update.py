@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fpc_jax.agents.sac.anchors import make_anchors, placeholder_anchors
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig, make_sac_networks, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init, buffer_sample
@@ -18,7 +19,6 @@ from fpc_jax.agents.sac.update import (
     update,
     update_step,
 )
-from fpc_jax.retention.anchors import make_anchors, placeholder_anchors
 from fpc_jax.retention.penalties import RetentionCoefs
 
 CONFIG = SACConfig(obs_dim=3, act_dim=2, num_heads=3, hidden_sizes=(8, 8), batch_size=4)

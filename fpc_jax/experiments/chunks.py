@@ -1,15 +1,17 @@
-"""The chunk driver shared by the SAC studies: compiled, vmapped training chunks run back to back.
+"""The chunk driver shared by the studies: compiled, vmapped training chunks run back to back.
 
-``run_chunks`` drives ``make_train_chunk`` (fpc_jax/agents/sac/train.py), jitted and vmapped over
-the runs axis, for a number of env steps: it writes the curves after every chunk, a resumable
-run-state checkpoint every few chunks, and evaluates once more at the end. The compiled programs
-are cached, so resuming or running other methods / coefficients reuses them.
+``run_chunks`` drives an agent's ``make_train_chunk(env, static, config) -> (chunk, evaluate)``
+(SAC: fpc_jax/agents/sac/train.py, the default; PPO: fpc_jax/agents/ppo/train.py), jitted and
+vmapped over the runs axis, for a number of env steps: it writes the curves after every chunk, a
+resumable run-state checkpoint every few chunks, and evaluates once more at the end. The compiled
+programs are cached, so resuming or running other methods / coefficients reuses them.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from fpc_jax.agents.sac.networks import SACConfig
-from fpc_jax.agents.sac.train import LoopStatic, RunState, make_train_chunk
-from fpc_jax.agents.sac.update import SACHyper
+from fpc_jax.agents.sac.train import make_train_chunk as sac_train_chunk
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import sharding
@@ -42,12 +42,12 @@ class _Progress:
 def run_chunks(
     *,
     env: SequenceEnv,
-    static: LoopStatic,
-    config: SACConfig,
-    runs: RunState,
+    static: Any,
+    config: Any,
+    runs: Any,
     anchors: Any,
     coefs: RetentionCoefs,
-    hyper: SACHyper,
+    hyper: Any,
     params: SequenceParams,
     stage_pool: jax.Array,
     total_steps: int,
@@ -59,11 +59,13 @@ def run_chunks(
     log=print,
     mesh: Any = None,
     stop_after: int | None = None,
-) -> tuple[RunState, dict[str, np.ndarray], dict[str, float]] | None:
+    make_chunk: MakeChunk = sac_train_chunk,
+) -> tuple[Any, dict[str, np.ndarray], dict[str, float]] | None:
     """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
     every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
-    chunks (total, counting resumed ones) stops early like an interruption and returns None."""
-    chunk_fn, eval_fn = _compiled(env, static, config)
+    chunks (total, counting resumed ones) stops early like an interruption and returns None.
+    ``make_chunk``: the agent's chunk builder; its run state has an ``actor_params`` property."""
+    chunk_fn, eval_fn = _compiled(make_chunk, env, static, config)
     n_chunks = total_steps // static.steps_per_chunk
     ckpt_dir = out_dir / f"{tag}_state"
     curves_path = out_dir / f"{tag}_curves.npz"
@@ -101,7 +103,7 @@ def run_chunks(
             log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
             return None
     progress.close()
-    final = jax.device_get(eval_fn(runs.sac.actor_params, params, eval_keys))
+    final = jax.device_get(eval_fn(runs.actor_params, params, eval_keys))
     history.append(_flatten({"eval": final}))  # no training statistics: NaN in the curves
     curves = _stack(history)
     np.savez(curves_path, **curves)
@@ -147,17 +149,18 @@ def resume(
     return state, info, history
 
 
+MakeChunk = Callable[[SequenceEnv, Any, Any], tuple[Callable[..., Any], Callable[..., Any]]]
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled(env: SequenceEnv, static: LoopStatic, config: SACConfig) -> tuple[Any, Any]:
+def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any) -> tuple[Any, Any]:
     """Jitted, vmapped chunk and evaluation programs, cached so that resuming, re-running or
     running another method/coefficient set reuses the compiled executables. Cached per env
     object, not per name: two envs of one name can differ (an MJX env's tasks and contact buffer);
     ``sac_study.build_env`` memoizes envs, so equal configs get the same object."""
-    key = (env, static, config)
+    key = (make_chunk, env, static, config)
     if key not in _COMPILED:
-        chunk, evaluate = make_train_chunk(env, static, config)
+        chunk, evaluate = make_chunk(env, static, config)
         in_axes = (0, None, None, 0, 0, None, None)
         _COMPILED[key] = (
             jax.jit(jax.vmap(chunk, in_axes=in_axes), donate_argnums=(0,)),
@@ -166,7 +169,7 @@ def _compiled(env: SequenceEnv, static: LoopStatic, config: SACConfig) -> tuple[
     return _COMPILED[key]
 
 
-def _num_runs(runs: RunState) -> int:
+def _num_runs(runs: Any) -> int:
     return int(jax.tree.leaves(runs.key)[0].shape[0])
 
 

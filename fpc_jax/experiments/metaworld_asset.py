@@ -225,7 +225,7 @@ def _critic_chunk(
     hyper: SACHyper,
     key: jax.Array,
 ) -> tuple[SACTrainState, dict[str, jax.Array]]:
-    from fpc_jax.retention.anchors import placeholder_anchors
+    from fpc_jax.agents.sac.anchors import placeholder_anchors
     from fpc_jax.retention.penalties import RetentionCoefs
 
     critic_loss, _, _ = make_losses(config)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from fpc_jax.agents.sac.anchors import make_anchors
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
 from fpc_jax.agents.sac.train import make_update_burst, transition_example
@@ -49,7 +50,7 @@ from fpc_jax.experiments.host_rollouts import (
     record,
     to_batch,
 )
-from fpc_jax.retention.anchors import make_anchors
+from fpc_jax.retention import terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,14 +288,14 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
         for s in range(cfg.seeds):
             k = jax.random.fold_in(key, 100 + s)
             base = study_config.parse_method(method)[0]
-            if base == "scratch":
+            if terms.method(base).random_init:
                 sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
             else:
                 sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
                 sac = sac.replace(target_critic_params=target0)
             buf = buffer_init(cfg.buffer_capacity, transition_example(OBS_DIM, ACT_DIM),
                               em_reserved)  # fmt: skip
-            if base == "em":
+            if terms.method(base).reserves_replay:
                 buf = buffer_fill_reserved(buf, em)
             labels.append((method, s))
             sacs.append(sac)

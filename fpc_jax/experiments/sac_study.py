@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fpc_jax.agents.sac.anchors import make_anchors
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.train import LoopStatic, init_run_state, make_policy
@@ -34,7 +35,7 @@ from fpc_jax.experiments import results, sharding
 from fpc_jax.experiments.chunks import run_chunks
 from fpc_jax.experiments.study_config import BACKENDS, SACStudyConfig, parse_method
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
-from fpc_jax.retention.anchors import make_anchors
+from fpc_jax.retention import terms
 from fpc_jax.retention.penalties import RetentionCoefs
 
 TEACHER_ENVS = 100
@@ -170,7 +171,7 @@ def pretrain(cfg: SACStudyConfig, out_dir: str | Path, log=print) -> Path:
 
 
 def _null_anchors(config: SACConfig, sac) -> Any:
-    from fpc_jax.retention.anchors import placeholder_anchors
+    from fpc_jax.agents.sac.anchors import placeholder_anchors
 
     return placeholder_anchors(config, sac.actor_params, sac.critic_params, 1)
 
@@ -302,7 +303,7 @@ def finetune(
         for s in range(cfg.seeds):
             k = jax.random.fold_in(k_runs, s)  # same seed key for every method
             base = parse_method(method)[0]
-            if base == "scratch":
+            if terms.method(base).random_init:
                 sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
             else:
                 sac = train_state_from_params(
@@ -317,7 +318,7 @@ def finetune(
                     )
             run = init_run_state(
                 env, static, sac, params, pool, jax.random.fold_in(k, 2),
-                em_transitions=em if base == "em" else None,
+                em_transitions=em if terms.method(base).reserves_replay else None,
             )  # fmt: skip
             labels.append((method, s))
             run_states.append(run)

@@ -6,15 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from fpc_jax.envs.metaworld_cpu import check_tasks
 from fpc_jax.envs.metaworld_mjx import IMPLS
 from fpc_jax.experiments import config as cfglib
+from fpc_jax.retention import terms
 from fpc_jax.retention.penalties import RetentionCoefs, preset_names
 
-COEF_FIELDS = ("l2_actor", "l2_critic", "ewc_actor", "ewc_critic", "bc_actor", "bc_critic",
-               "ks_actor")  # fmt: skip
+COEF_FIELDS: tuple[str, ...] = tuple(n for n in terms.COEF_NAMES if n != "bc_kl_direction")
+"""Per-method coefficient overrides a config may set (from the retention table)."""
 
 BACKENDS: tuple[str, ...] = ("", "mjx")
 """``""``: ``env`` is a registered pure-JAX sequence env, built from ``T`` and ``beta``;
@@ -29,8 +28,22 @@ def option(default: Any, help: str, **meta: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
+def _override_field(name: str) -> tuple[str, Any, Any]:
+    c = terms.coef(name)
+    # fields added after runs were recorded stay out of their resume keys while at the default
+    new = {"resume_omit_default": True} if name == "ks_decay_rate" else {}
+    help_text = f"override the {terms.owner(name)} preset: {c.help}"
+    return name, float | None, option(None, help_text, **new)
+
+
+RetentionOverrides = dataclasses.make_dataclass(
+    "RetentionOverrides", [_override_field(n) for n in COEF_FIELDS], frozen=True
+)
+RetentionOverrides.__doc__ = "One optional override per coefficient of ``terms.COEFS``."
+
+
 @dataclasses.dataclass(frozen=True)
-class SACStudyConfig:
+class SACStudyConfig(RetentionOverrides):
     """Schema of ``configs/toy/*.yaml`` (pre-training and fine-tuning share one file)."""
 
     name: str = option("toy", "experiment name")
@@ -86,13 +99,6 @@ class SACStudyConfig:
     em_transitions: int = option(10_000, "Far transitions kept by EM (I: 10k of 100k)")
     fisher_states: int = option(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
     bc_kl_direction: float = option(0.0, "0: KL(teacher||student) (default); 1: reverse")
-    l2_actor: float | None = option(None, "override the L2 preset's actor coefficient")
-    l2_critic: float | None = option(None, "override the L2 preset's critic coefficient")
-    ewc_actor: float | None = option(None, "override the EWC preset's actor coefficient")
-    ewc_critic: float | None = option(None, "override the EWC preset's critic coefficient")
-    bc_actor: float | None = option(None, "override the BC preset's actor coefficient")
-    bc_critic: float | None = option(None, "override the BC preset's critic coefficient")
-    ks_actor: float | None = option(None, "override the KS preset's actor coefficient")
     new_critic_heads: str = option(
         "random", "critic heads of the stages the checkpoint did not train: random (the papers) "
         "or zero (Q = 0 until learnt)", resume_omit_default=True,
@@ -108,12 +114,10 @@ class SACStudyConfig:
                 bad.append(str(e))
         if len(set(self.methods)) != len(self.methods):
             bad.append(f"methods must be distinct, got {list(self.methods)}")
-        for k in COEF_FIELDS:
+        for k in (*COEF_FIELDS, "bc_kl_direction"):
             v = getattr(self, k)
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                bad.append(f"{k} must be a finite number >= 0, got {v}")
-        if self.bc_kl_direction not in (0.0, 1.0):
-            bad.append("bc_kl_direction must be 0 or 1")
+            if v is not None and (error := terms.coef(k).check(v)):
+                bad.append(error)
         if self.backend not in BACKENDS:
             bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
         elif self.backend and self.env not in MJX_ENVS:
@@ -147,13 +151,13 @@ class SACStudyConfig:
 
     @property
     def uses_em(self) -> bool:
-        return any(parse_method(m)[0] == "em" for m in self.methods)
+        return any(terms.method(parse_method(m)[0]).reserves_replay for m in self.methods)
 
     def coefs(self, method: str) -> RetentionCoefs:
         """Coefficients of a method token: the preset, then this config's ``<method>_*`` fields,
         then the token's own ``name:key=value,...`` overrides."""
         base, extra = parse_method(method)
-        own = {k: getattr(self, k) for k in COEF_FIELDS if k.split("_")[0] == base}
+        own = {k: getattr(self, k) for k in COEF_FIELDS if terms.owner(k) == base}
         own = {k: v for k, v in own.items() if v is not None}
         return RetentionCoefs.preset(
             base, **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
@@ -182,6 +186,6 @@ def parse_method(token: str) -> tuple[str, dict[str, float]]:
             extra[key] = float(value)
         except ValueError as e:
             raise ValueError(f"{token!r}: {key} must be a number, got {value!r}") from e
-        if not np.isfinite(extra[key]) or extra[key] < 0:
-            raise ValueError(f"{token!r}: {key} must be a finite number >= 0")
+        if error := terms.coef(key).check(extra[key]):
+            raise ValueError(f"{token!r}: {error}")
     return base, extra

@@ -1,7 +1,8 @@
 """Diagonal Fisher information for EWC, computed as in Continual World (Wolczyk et al. 2021, 2024).
 
-Per-sample Jacobians of the policy's Gaussian parameters (actor) or of Q (critic) with respect to
-the parameters, averaged over states in fixed-size chunks to bound memory.
+Per-sample Jacobians of the policy's Gaussian parameters (actor), of a categorical policy's
+log-probabilities (discrete actor), or of Q / V (critic) with respect to the parameters, averaged
+over states in fixed-size chunks to bound memory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from fpc_jax.agents.sac.networks import trunk_mask
+from fpc_jax.retention.trunk import trunk_mask
 
 PyTree = Any
 
@@ -115,4 +116,48 @@ def critic_fisher(
         return jax.tree_util.tree_map(lambda d: jnp.sum(d**2, axis=0), jac)
 
     fisher = _chunked_mean(per_sample, params, (obs, action, stage), chunk_size)
+    return _clip_and_mask(fisher, min_value)
+
+
+def categorical_fisher(
+    logits_apply: Callable[..., jax.Array],
+    params: PyTree,
+    xs: tuple[jax.Array, ...],
+    *,
+    chunk_size: int = 32,
+    min_value: float = FISHER_MIN,
+) -> PyTree:
+    """EWC Fisher diagonal of a categorical policy, exact over actions (Kirkpatrick et al. 2017):
+    ``F_i = mean_s sum_a pi(a|s) (d log pi(a|s) / dtheta_i)^2``.
+
+    ``logits_apply(params, *x)`` gives the logits (A,) of one state; ``xs`` are its per-state
+    inputs with a leading axis N (e.g. ``(obs,)`` or ``(obs, stage)``). Clipped below at
+    ``min_value`` like the Gaussian actor's; head parameters are set to 0.
+    """
+
+    def per_sample(p: PyTree, *x: jax.Array) -> PyTree:
+        jac = jax.jacrev(lambda q: jax.nn.log_softmax(logits_apply(q, *x)))(p)
+        probs = jax.nn.softmax(logits_apply(p, *x))
+        return jax.tree_util.tree_map(lambda d: jnp.tensordot(probs, d**2, axes=1), jac)
+
+    fisher = _chunked_mean(per_sample, params, tuple(xs), chunk_size)
+    return _clip_and_mask(fisher, min_value)
+
+
+def value_fisher(
+    value_apply: Callable[..., jax.Array],
+    params: PyTree,
+    xs: tuple[jax.Array, ...],
+    *,
+    chunk_size: int = 32,
+    min_value: float = FISHER_MIN,
+) -> PyTree:
+    """EWC Fisher diagonal of a scalar value function: ``F_i = mean_s (dV(s)/dtheta_i)^2`` (the
+    critic Fisher of I section 4 without an action input). Clipped and head-masked as above."""
+
+    def per_sample(p: PyTree, *x: jax.Array) -> PyTree:
+        grad = jax.grad(lambda q: jnp.squeeze(value_apply(q, *x)))(p)
+        return jax.tree_util.tree_map(lambda d: d**2, grad)
+
+    fisher = _chunked_mean(per_sample, params, tuple(xs), chunk_size)
     return _clip_and_mask(fisher, min_value)

@@ -6,7 +6,6 @@ compiled update serves every method (FT is all-zero coefficients).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import chex
@@ -14,88 +13,64 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from fpc_jax.agents.sac.networks import is_trunk_path
+from fpc_jax.retention import terms
+from fpc_jax.retention.trunk import is_trunk_path
 
 PyTree = Any
-
-_COEF_FIELDS = (
-    "l2_actor",
-    "l2_critic",
-    "ewc_actor",
-    "ewc_critic",
-    "bc_actor",
-    "bc_critic",
-    "ks_actor",
-)
-
-# ICML 2024 (I) values, W's in comments; KS is not tuned in either paper for SAC: we use 1.0,
-# the same scale as BC, because both are the same per-state KL (on different states).
-_PRESETS: dict[str, dict[str, float]] = {
-    "ft": {},
-    "scratch": {},
-    "em": {},  # episodic memory acts through the replay buffer, not through a loss term
-    "l2": {"l2_actor": 1000.0},  # W: actor 1000, critic 0
-    "ewc": {"ewc_actor": 100.0},  # I: actor 100, critic 0 [W: actor 1, critic 100]
-    "bc": {"bc_actor": 1.0},  # I and W: actor 1, critic 0
-    "ks": {"ks_actor": 1.0},  # [U] chosen, see module comment
-}
 
 
 @struct.dataclass
 class RetentionCoefs:
-    """Retention coefficients, all float32 array leaves (vmappable over runs).
+    """Retention coefficients: one float32 array leaf per entry of ``terms.COEFS`` (vmappable
+    over runs; FT is all weights 0). Read them as attributes: ``coefs.bc_actor``.
 
     ``bc_kl_direction``: 0.0 = KL(teacher || student) (I section 2, the authors' code; default),
-    1.0 = KL(student || teacher) (I appendix, W). Values in between interpolate linearly.
+    1.0 = KL(student || teacher) (I appendix, W). ``ks_decay_rate``: ``ks_actor`` is multiplied
+    by ``(1 - ks_decay_rate) ** update`` (0: no decay).
     """
 
-    l2_actor: jax.Array
-    l2_critic: jax.Array
-    ewc_actor: jax.Array
-    ewc_critic: jax.Array
-    bc_actor: jax.Array
-    bc_critic: jax.Array
-    ks_actor: jax.Array
-    bc_kl_direction: jax.Array
+    values: dict[str, jax.Array]
+
+    def __getattr__(self, name: str) -> jax.Array:
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(name)
 
     @classmethod
-    def create(cls, bc_kl_direction: float = 0.0, **coefs: float) -> RetentionCoefs:
-        """Validated coefficients; unnamed ones are 0. Raises ValueError on bad values."""
-        unknown = set(coefs) - set(_COEF_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"unknown retention coefficient(s) {sorted(unknown)}; known: {_COEF_FIELDS}"
-            )
-        values = {name: float(coefs.get(name, 0.0)) for name in _COEF_FIELDS}
-        for name, value in values.items():
-            if not math.isfinite(value) or value < 0.0:
-                raise ValueError(
-                    f"retention coefficient {name} must be finite and >= 0, got {value!r}"
-                )
-        if float(bc_kl_direction) not in (0.0, 1.0):
-            raise ValueError(
-                "bc_kl_direction must be 0.0 (KL(teacher||student)) or 1.0 (KL(student||teacher)),"
-                f" got {bc_kl_direction!r}"
-            )
-        leaves = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
-        return cls(bc_kl_direction=jnp.asarray(bc_kl_direction, jnp.float32), **leaves)
+    def create(cls, **coefs: float) -> RetentionCoefs:
+        """Validated coefficients; unnamed ones take their table default. Raises ValueError."""
+        for name in coefs:
+            terms.coef(name)
+        errors = [terms.coef(k).check(v) for k, v in coefs.items()]
+        errors = [e for e in errors if e]
+        if errors:
+            raise ValueError("; ".join(errors))
+        values = {c.name: float(coefs.get(c.name, c.default)) for c in terms.COEFS}
+        return cls(values={k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+
+    @property
+    def ks_decay(self) -> jax.Array:
+        """Per-update multiplier of ``ks_actor``: ``1 - ks_decay_rate``."""
+        return 1.0 - self.values["ks_decay_rate"]
+
+    def decayed(self, update: jax.Array) -> RetentionCoefs:
+        """The coefficients in force at update ``update`` (0-based): ``ks_actor * ks_decay **
+        update`` (I, NetHack: KS 0.5 decayed x0.99998 per step); the others are constant."""
+        rate = self.values["ks_decay_rate"]
+        ks = self.values["ks_actor"]
+        ks = jnp.where(rate > 0.0, ks * self.ks_decay**update, ks)  # no decay: ks bit for bit
+        return self.replace(values={**self.values, "ks_actor": ks})
 
     @classmethod
-    def preset(cls, method: str, **overrides: float) -> RetentionCoefs:
-        """Paper defaults for ``method`` in ft|scratch|em|l2|ewc|bc|ks, with optional overrides."""
-        if method not in _PRESETS:
-            raise ValueError(f"unknown retention method {method!r}; choose one of {list(_PRESETS)}")
-        return cls.create(**{**_PRESETS[method], **overrides})
+    def preset(cls, method: str, family: str = "sac", **overrides: float) -> RetentionCoefs:
+        """The papers' coefficients of ``method`` for agent ``family``, then ``overrides``."""
+        return cls.create(**{**terms.method(method).preset(family), **overrides})
 
 
 def preset_names() -> tuple[str, ...]:
     """Names accepted by ``RetentionCoefs.preset``."""
-    return tuple(_PRESETS)
-
-
-def stack_coefs(coefs: list[RetentionCoefs]) -> RetentionCoefs:
-    """Stack coefficient sets along a new leading runs axis (for ``jax.vmap``)."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *coefs)
+    return terms.METHOD_NAMES
 
 
 def _trunk_sum(fn, *trees: PyTree) -> jax.Array:
@@ -106,18 +81,27 @@ def _trunk_sum(fn, *trees: PyTree) -> jax.Array:
     return jnp.sum(jnp.stack(leaves)) if leaves else jnp.zeros((), jnp.float32)
 
 
+def quadratic_penalty(
+    params: PyTree, params_star: PyTree, weights: PyTree | None = None
+) -> jax.Array:
+    """``sum_i F_i (theta_i - theta*_i)^2`` over the shared trunk (W eq. 1; Kirkpatrick et al.
+    2017): EWC with ``weights`` = the Fisher diagonal, L2 with ``weights=None`` (F = 1). Head
+    parameters are excluded whatever their weight."""
+    if weights is None:
+        chex.assert_trees_all_equal_shapes(params, params_star)
+        return _trunk_sum(lambda p, s: (p - s) ** 2, params, params_star)
+    chex.assert_trees_all_equal_shapes(params, params_star, weights)
+    return _trunk_sum(lambda p, s, f: f * (p - s) ** 2, params, params_star, weights)
+
+
 def l2_penalty(params: PyTree, params_star: PyTree) -> jax.Array:
-    """L2 to the pre-trained weights on the shared trunk: ``sum_i (theta_i - theta*_i)^2`` (W eq. 1,
-    F = 1). Head parameters are excluded."""
-    chex.assert_trees_all_equal_shapes(params, params_star)
-    return _trunk_sum(lambda p, s: (p - s) ** 2, params, params_star)
+    """L2 to the pre-trained trunk: ``quadratic_penalty`` with F = 1."""
+    return quadratic_penalty(params, params_star)
 
 
 def ewc_penalty(params: PyTree, params_star: PyTree, fisher: PyTree) -> jax.Array:
-    """EWC on the shared trunk: ``sum_i F_i (theta_i - theta*_i)^2`` (W eq. 1; Kirkpatrick et al.
-    2017). Head parameters are excluded whatever their Fisher value."""
-    chex.assert_trees_all_equal_shapes(params, params_star, fisher)
-    return _trunk_sum(lambda p, s, f: f * (p - s) ** 2, params, params_star, fisher)
+    """EWC on the trunk: ``quadratic_penalty`` weighted by the Fisher diagonal."""
+    return quadratic_penalty(params, params_star, fisher)
 
 
 def gaussian_kl(
@@ -155,3 +139,26 @@ def critic_bc_penalty(q: jax.Array, q_teacher: jax.Array) -> jax.Array:
     chex.assert_shape(q, (2,))
     chex.assert_rank(q_teacher, 0)
     return jnp.sum((q - q_teacher) ** 2)
+
+
+def categorical_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
+    """``KL(p || q) = sum_a p_a (log p_a - log q_a)`` of two categoricals given by logits (A,)."""
+    chex.assert_rank(logits_p, 1)
+    chex.assert_equal_shape([logits_p, logits_q])
+    log_p = jax.nn.log_softmax(logits_p)
+    log_q = jax.nn.log_softmax(logits_q)
+    return jnp.sum(jnp.exp(log_p) * (log_p - log_q))
+
+
+def categorical_policy_kl(
+    student_logits: jax.Array, teacher_logits: jax.Array, direction: jax.Array
+) -> jax.Array:
+    """Per-state BC / KS divergence of categorical policies (I section 2; Schmitt et al. 2018).
+
+    ``direction`` 0 -> KL(teacher || student) (default; the cross-entropy to pi* up to pi*'s
+    entropy, which has no gradient), 1 -> KL(student || teacher).
+    """
+    chex.assert_rank(direction, 0)
+    forward = categorical_kl(teacher_logits, student_logits)
+    reverse = categorical_kl(student_logits, teacher_logits)
+    return (1.0 - direction) * forward + direction * reverse

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from fpc_jax.agents.sac.anchors import Anchors
 from fpc_jax.agents.sac.networks import (
     SACConfig,
     deterministic_action,
     make_sac_networks,
     sample_tanh_gaussian,
 )
-from fpc_jax.retention.anchors import Anchors
 from fpc_jax.retention.penalties import (
     RetentionCoefs,
     critic_bc_penalty,

@@ -17,12 +17,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from fpc_jax.retention.trunk import HEAD, TRUNK, is_trunk_path, trunk_mask
+
 PyTree = Any
+
+__all__ = ["HEAD", "TRUNK", "is_trunk_path", "trunk_mask"]  # re-exported for old imports
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
-TRUNK = "trunk"
-HEAD = "head"
 
 # Keras defaults used by Continual World: glorot-uniform kernels, zero biases, LayerNorm eps 1e-3.
 _KERNEL_INIT = nn.initializers.xavier_uniform()
@@ -196,16 +198,6 @@ def make_sac_networks(config: SACConfig) -> SACNetworks:
         actor=Actor(act_dim=config.act_dim, num_heads=config.num_heads, **arch),
         critic=TwinCritic(num_heads=config.num_heads, **arch),
     )
-
-
-def is_trunk_path(path: tuple[Any, ...]) -> bool:
-    """Whether a pytree key path points into a shared trunk (not a per-stage head)."""
-    return any(getattr(k, "key", None) == TRUNK for k in path)
-
-
-def trunk_mask(params: PyTree) -> PyTree:
-    """Pytree of Python floats: 1.0 on trunk leaves, 0.0 on head leaves."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: float(is_trunk_path(p)), params)
 
 
 def zero_critic_heads(critic_params: PyTree, keep: Sequence[int]) -> PyTree:

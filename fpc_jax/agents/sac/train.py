@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from fpc_jax.agents.sac.anchors import Anchors
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import (
     deterministic_action,
@@ -27,7 +28,6 @@ from fpc_jax.agents.sac.networks import (
 from fpc_jax.agents.sac.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from fpc_jax.agents.sac.update import SACHyper, SACTrainState, update_step
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, single_stage_params
-from fpc_jax.retention.anchors import Anchors
 from fpc_jax.retention.penalties import RetentionCoefs
 
 PyTree = Any
@@ -71,6 +71,11 @@ class RunState:
     episodes: jax.Array  # training episodes finished in the current chunk
     stages_solved_sum: jax.Array  # sum over those episodes of stages solved
     all_solved_sum: jax.Array  # number of those episodes that solved every stage
+
+    @property
+    def actor_params(self) -> PyTree:
+        """The policy the chunk driver evaluates."""
+        return self.sac.actor_params
 
 
 def transition_example(obs_dim: int, act_dim: int) -> Batch:

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from fpc_jax.agents.sac.anchors import Anchors
 from fpc_jax.agents.sac.losses import Batch, make_losses, sample_bc
 from fpc_jax.agents.sac.networks import SACConfig, default_target_entropy, make_sac_networks
-from fpc_jax.retention.anchors import Anchors
 from fpc_jax.retention.penalties import RetentionCoefs
 
 PyTree = Any
@@ -132,6 +132,7 @@ def update_step(
     ``target <- polyak * target + (1 - polyak) * critic`` with the updated critic.
     """
     config = state.config
+    coefs = coefs.decayed(state.step)
     critic_loss, actor_loss, alpha_loss = make_losses(config)
     key_critic, key_actor, key_bc = jax.random.split(key, 3)
     bc = sample_bc(anchors, key_bc, batch.obs.shape[0])
