@@ -23,13 +23,14 @@ import tqdm
 from fpc_jax.agents.sac.train import make_train_chunk as sac_train_chunk
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
 from fpc_jax.experiments import checkpoint as ckpt
-from fpc_jax.experiments import sharding
+from fpc_jax.experiments import multihost, sharding
 from fpc_jax.retention.penalties import RetentionCoefs
 
 
 class _Progress:
     def __init__(self, total: int, desc: str) -> None:
-        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
+        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True,
+                             disable=not multihost.is_main())  # fmt: skip
 
     def update(self, n: int, note: str) -> None:
         self.bar.update(n)
@@ -75,6 +76,7 @@ def run_chunks(
         runs, info, history = resume(ckpt_dir, curves_path, runs, resume_key, n_chunks, extendable)
         start = int(info["chunks_done"])
         log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
+    multihost.check_same(start, f"the chunks done in {ckpt_dir}", ckpt.SHARED_FS_HINT)
     eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
     if mesh is not None:
         runs, coefs, hyper, eval_keys = sharding.shard_runs(mesh, (runs, coefs, hyper, eval_keys))
@@ -89,11 +91,12 @@ def run_chunks(
         if mesh is not None:
             step0 = sharding.replicate(mesh, step0)
         runs, out = chunk_fn(runs, step0, anchors, coefs, hyper, params, stage_pool)
-        out = jax.device_get(out)
+        out = multihost.fetch(out)
         if c == start:
             compile_s = time.perf_counter() - tc
         history.append(_flatten(out))
-        np.savez(curves_path, **_stack(history))
+        if multihost.is_main():
+            np.savez(curves_path, **_stack(history))
         if (c + 1) % checkpoint_every == 0 or c + 1 == n_chunks:
             ckpt.save_runs(ckpt_dir, runs, {"chunks_done": c + 1, "resume_key": resume_key})
         stage = np.asarray(out["eval"]["stage_success"]).mean(0)
@@ -103,10 +106,11 @@ def run_chunks(
             log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
             return None
     progress.close()
-    final = jax.device_get(eval_fn(runs.actor_params, params, eval_keys))
+    final = multihost.fetch(eval_fn(runs.actor_params, params, eval_keys))
     history.append(_flatten({"eval": final}))  # no training statistics: NaN in the curves
     curves = _stack(history)
-    np.savez(curves_path, **curves)
+    if multihost.is_main():
+        np.savez(curves_path, **curves)
     wall = time.perf_counter() - t0
     return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
 
@@ -157,8 +161,8 @@ def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any)
     """Jitted, vmapped chunk and evaluation programs, cached so that resuming, re-running or
     running another method/coefficient set reuses the compiled executables. Cached per env
     object, not per name: two envs of one name can differ (an MJX env's tasks and contact buffer);
-    ``sac_study.build_env`` memoizes envs, so equal configs get the same object."""
-    key = (make_chunk, env, static, config)
+    ``study`` builders memoize envs, so equal configs get the same object."""
+    key = (env, make_chunk, static, config)
     if key not in _COMPILED:
         chunk, evaluate = make_chunk(env, static, config)
         in_axes = (0, None, None, 0, 0, None, None)
