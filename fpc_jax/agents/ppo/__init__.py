@@ -1,0 +1,1 @@
+"""PPO (categorical actor, value critic, optional RND) with fused knowledge retention."""

@@ -153,6 +153,13 @@ def normalize(x: jax.Array) -> jax.Array:
     return (x - jnp.mean(x)) / (jnp.std(x) + ADV_EPS)
 
 
+def rnd_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """RND prediction error ``mean_d (f_hat(s') - f(s'))^2`` over the embedding (last) axis: the
+    raw intrinsic reward and, averaged over states, the predictor loss (Burda et al. 2018, 2.2)."""
+    chex.assert_equal_shape([prediction, target])
+    return jnp.mean((prediction - target) ** 2, axis=-1)
+
+
 def make_ppo_loss(
     config: PPOConfig, *, normalize_advantages: bool = True, clip_value_loss: bool = True
 ) -> Callable[..., tuple[jax.Array, Metrics]]:
@@ -217,7 +224,7 @@ def make_ppo_loss(
         if config.rnd:
             target = jax.lax.stop_gradient(rnd_b(rnd_target, batch.rnd_obs))
             pred = rnd_b(params["rnd"], batch.rnd_obs)
-            rnd_loss = jnp.mean(jnp.sum((pred - target) ** 2, axis=-1))
+            rnd_loss = jnp.mean(rnd_error(pred, target))
         else:
             rnd_loss = jnp.zeros((), jnp.float32)
 

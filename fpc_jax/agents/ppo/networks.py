@@ -9,6 +9,7 @@ policy output 0.01, value output 1, zero biases.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,27 +172,13 @@ class PPONetworks:
 
     def init(self, key: jax.Array) -> tuple[PyTree, PyTree]:
         """Fresh ``(actor_params, critic_params)`` (the inner ``"params"`` collections)."""
-        k_actor, k_critic = jax.random.split(key)
-        obs = jnp.zeros((self.config.obs_dim,), jnp.float32)
-        stage = jnp.zeros((), jnp.int32)
-
-        @jax.jit
-        def init(k_actor: jax.Array, k_critic: jax.Array) -> tuple[PyTree, PyTree]:
-            return (
-                self.actor.init(k_actor, obs, stage)["params"],
-                self.critic.init(k_critic, obs, stage)["params"],
-            )
-
-        return init(k_actor, k_critic)
+        return _init_actor_critic(self.config, key)
 
     def init_rnd(self, key: jax.Array) -> dict[str, PyTree]:
         """``{"target": ..., "predictor": ...}`` RND params, or ``{}`` when RND is off."""
         if not self.config.rnd:
             return {}
-        obs = jnp.zeros((self.config.obs_dim,), jnp.float32)
-        k_target, k_pred = jax.random.split(key)
-        init = jax.jit(lambda k: self.rnd_net.init(k, obs)["params"])
-        return {"target": init(k_target), "predictor": init(k_pred)}
+        return _init_rnd(self.config, key)
 
     def actor_apply(self, params: PyTree, obs: jax.Array, stage: jax.Array) -> jax.Array:
         """Logits (num_actions,) of the policy at ``obs`` (head ``stage`` if per-stage)."""
@@ -223,6 +210,29 @@ def make_ppo_networks(config: PPOConfig) -> PPONetworks:
         critic=Critic(num_values=config.num_values, **arch),
         rnd_net=RNDNet(hidden_sizes=config.rnd_hidden_sizes, out_dim=config.rnd_out_dim),
     )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_actor_critic(config: PPOConfig, key: jax.Array) -> tuple[PyTree, PyTree]:
+    nets = make_ppo_networks(config)
+    k_actor, k_critic = jax.random.split(key)
+    obs = jnp.zeros((config.obs_dim,), jnp.float32)
+    stage = jnp.zeros((), jnp.int32)
+    return (
+        nets.actor.init(k_actor, obs, stage)["params"],
+        nets.critic.init(k_critic, obs, stage)["params"],
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_rnd(config: PPOConfig, key: jax.Array) -> dict[str, PyTree]:
+    net = make_ppo_networks(config).rnd_net
+    obs = jnp.zeros((config.obs_dim,), jnp.float32)
+    k_target, k_pred = jax.random.split(key)
+    return {
+        "target": net.init(k_target, obs)["params"],
+        "predictor": net.init(k_pred, obs)["params"],
+    }
 
 
 def sample_action(key: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -101,7 +101,8 @@ class PPOHyper:
     @classmethod
     def montezuma(cls, **overrides: float) -> PPOHyper:
         """The paper's Montezuma PPO+RND settings (I appendix; Burda et al. 2018): lr 1e-4,
-        gamma_ext 0.999, gamma_int 0.99, lambda 0.95, clip 0.1, ext/int coefs 2/1, ent 0.001."""
+        gamma_ext 0.999, gamma_int 0.99, lambda 0.95, clip 0.1, ext/int coefs 2/1, entropy 0.001
+        and value weight 1 as in RND's code; grad-norm clip 0.5 [U] (docs/ppo_design.md)."""
         settings = dict(
             lr=1e-4,
             gamma=0.999,
@@ -111,7 +112,7 @@ class PPOHyper:
             ext_coef=2.0,
             int_coef=1.0,
             ent_coef=0.001,
-            vf_coef=0.5,
+            vf_coef=1.0,
             max_grad_norm=0.5,
         )
         return cls.create(**{**settings, **overrides})
@@ -244,9 +245,8 @@ def update_epochs(
         raise ValueError(f"batch of {n} samples does not split into {minibatches} minibatches")
     size = n // minibatches
 
-    def epoch(state: PPOTrainState, k: jax.Array):
-        k_perm, k_mb = jax.random.split(k)
-        perm = jax.random.permutation(k_perm, n)
+    def epoch(state: PPOTrainState, keys: jax.Array):
+        perm = jax.random.permutation(keys[0], n)
         mbs = jax.tree_util.tree_map(
             lambda x: jnp.take(x, perm, axis=0).reshape(minibatches, size, *x.shape[1:]), batch
         )
@@ -264,9 +264,9 @@ def update_epochs(
                 clip_value_loss=clip_value_loss,
             )
 
-        return jax.lax.scan(step, state, (mbs, jax.random.split(k_mb, minibatches)))
+        return jax.lax.scan(step, state, (mbs, keys[1:]))
 
-    state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, epochs))
+    state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, (epochs, 1 + minibatches)))
     return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
 
