@@ -1,7 +1,8 @@
-"""Which parameters retention protects: the shared ``trunk``, not the per-stage or output ``head``.
+"""Which parameters retention protects: every parameter shared by all stages, not a per-stage head.
 
-Every agent's networks put shared layers under a ``"trunk"`` key and output layers under
-``"head"``; penalties and Fisher diagonals address the trunk by key path.
+Every agent's networks put per-stage output layers (one output row per stage, selected by the
+stage index) under a ``"head"`` key; everything else (``"trunk"`` layers, and an output layer that
+all stages share) is shared, and L2 / EWC protect it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ HEAD = "head"
 
 
 def is_trunk_path(path: tuple[Any, ...]) -> bool:
-    """Whether a pytree key path points into a shared trunk (not a head)."""
-    return any(getattr(k, "key", None) == TRUNK for k in path)
+    """Whether a pytree key path points at a shared parameter (not into a per-stage head)."""
+    return not any(getattr(k, "key", None) == HEAD for k in path)
 
 
 def trunk_mask(params: PyTree) -> PyTree:
-    """Pytree of Python floats: 1.0 on trunk leaves, 0.0 on head leaves."""
+    """Pytree of Python floats: 1.0 on shared leaves, 0.0 on per-stage head leaves."""
     return jax.tree_util.tree_map_with_path(lambda p, _: float(is_trunk_path(p)), params)

@@ -1,0 +1,306 @@
+"""The discrete-action FPC study: PPO pre-trained on the Far rooms, fine-tuned on the whole task.
+
+``PPO`` is the PPO agent of the one study driver (``fpc_jax.experiments.study``), on any
+pure-JAX ``SequenceEnv`` with one-hot actions (``key_door_rooms``: docs/key_door_rooms.md).
+``pretrain(cfg, out)`` trains PPO from Far-room starts (each episode one Far room alone);
+``finetune(cfg, out)`` fine-tunes every method (ft, ks, bc, ewc, l2, scratch) x seed as one
+vmapped program from that checkpoint, with the same outputs as the SAC studies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
+from fpc_jax.agents.ppo.networks import PPOConfig, make_policy
+from fpc_jax.agents.ppo.train import LoopStatic, init_run_state, make_train_chunk
+from fpc_jax.agents.ppo.update import (
+    PPOHyper,
+    PPOTrainState,
+    init_train_state,
+    train_state_from_params,
+)
+from fpc_jax.envs import make
+from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
+from fpc_jax.experiments import checkpoint as ckpt
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import study
+from fpc_jax.experiments.study_config import RetentionOverrides, option, parse_method
+from fpc_jax.retention import terms
+from fpc_jax.retention.penalties import RetentionCoefs
+
+PPO_ENVS: tuple[str, ...] = ("key_door_rooms",)
+"""Registered pure-JAX sequence envs with one-hot discrete actions this study runs."""
+
+_ENV_OPTIONS = ("num_rooms", "height", "width", "view", "cue", "key_reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOStudyConfig(RetentionOverrides):
+    """Schema of ``configs/key_door/*.yaml`` (pre-training and fine-tuning share one file)."""
+
+    name: str = option("key_door", "experiment name")
+    env: str = option("key_door_rooms", f"registered discrete sequence env: {list(PPO_ENVS)}")
+    T: int = option(50, "room (stage) time limit, steps")
+    beta: float = option(0.1, "success bonus factor: the door step pays beta * (T - t)")
+    num_rooms: int = option(4, "rooms in a row (Far = the last two)")
+    height: int = option(5, "room interior rows")
+    width: int = option(7, "room interior columns")
+    view: int = option(5, "egocentric window side (odd)")
+    cue: float = option(0.5, "magnitude of the room-colour cue (Close +cue, Far -cue)")
+    key_reward: float = option(0.2, "reward on the key pick-up step")
+    # network
+    hidden_sizes: tuple[int, ...] = option((64, 64), "actor and critic MLP widths")
+    activation: str = option("tanh", "hidden activation")
+    head_mode: str = option("shared", "shared (no task id, as Montezuma) or per_stage heads")
+    # PPO
+    lr: float = option(2.5e-4, "Adam learning rate")
+    gamma: float = option(0.99, "discount")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    clip_eps: float = option(0.2, "PPO clip range")
+    ent_coef: float = option(0.01, "entropy bonus weight")
+    vf_coef: float = option(0.5, "value loss weight")
+    max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    num_envs: int = option(16, "parallel envs per run")
+    num_steps: int = option(64, "rollout length per env and update")
+    epochs: int = option(4, "epochs per rollout")
+    minibatches: int = option(4, "minibatches per epoch")
+    clip_value_loss: bool = option(True, "clip the value loss like the policy")
+    eval_mode: str = option("sample", "evaluation acts by sampling pi (sample) or argmax (greedy)")
+    eval_episodes: int = option(20, "evaluation episodes per room and per sequence")
+    steps_per_chunk: int = option(16_384, "env steps per compiled chunk (= evaluation interval)")
+    # pre-training
+    pretrain_steps: int = option(
+        262_144, "env steps of PPO on the Far rooms (each episode one Far room)", resume_extend=True
+    )
+    # fine-tuning
+    checkpoint: str = option(
+        "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
+    )
+    finetune_steps: int = option(
+        262_144, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        resume_extend=True,
+    )  # fmt: skip
+    methods: tuple[str, ...] = option(("ft", "ks", "bc", "ewc", "scratch"), "retention methods")
+    seeds: int = option(5, "seeds per method")
+    seed: int = option(0, "base PRNG seed")
+    bc_states: int = option(10_000, "stored Far states for BC (I: 10k)")
+    fisher_states: int = option(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
+    bc_kl_direction: float = option(0.0, "0: KL(teacher||student) (default); 1: reverse")
+    checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
+
+    uses_em = False  # PPO has no replay buffer: EM is refused by validate()
+
+    def validate(self) -> None:
+        bad = []
+        for m in self.methods:
+            try:
+                base = parse_method(m)[0]
+            except ValueError as e:
+                bad.append(str(e))
+                continue
+            if terms.method(base).reserves_replay:
+                bad.append(f"method {base!r} keeps transitions in a replay buffer; PPO has none")
+        if len(set(self.methods)) != len(self.methods):
+            bad.append(f"methods must be distinct, got {list(self.methods)}")
+        for k in (*study_config_coefs(), "bc_kl_direction"):
+            v = getattr(self, k)
+            if v is not None and (error := terms.coef(k).check(v)):
+                bad.append(error)
+        if self.env not in PPO_ENVS:
+            bad.append(f"unknown env {self.env!r}; this study runs {list(PPO_ENVS)}")
+        for k in ("T", "seeds", "num_envs", "num_steps", "epochs", "minibatches",
+                  "eval_episodes", "steps_per_chunk", "bc_states", "fisher_states"):  # fmt: skip
+            if getattr(self, k) < 1:
+                bad.append(f"{k} must be >= 1")
+        rollout = self.num_envs * self.num_steps
+        if self.steps_per_chunk % rollout:
+            bad.append(f"steps_per_chunk must be a multiple of num_envs * num_steps ({rollout})")
+        if self.finetune_steps < 1 or self.finetune_steps % self.steps_per_chunk:
+            bad.append("finetune_steps must be a positive multiple of steps_per_chunk")
+        if self.pretrain_steps < 0 or self.pretrain_steps % self.steps_per_chunk:
+            bad.append("pretrain_steps must be a multiple of steps_per_chunk (0: no pre-training)")
+        if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            bad.append("need lr > 0 and gamma, gae_lambda in [0, 1]")
+        for k in ("ent_coef", "vf_coef", "clip_eps", "max_grad_norm", "beta", "key_reward"):
+            if not getattr(self, k) >= 0:
+                bad.append(f"{k} must be >= 0")
+        if self.eval_mode not in ("sample", "greedy"):
+            bad.append(f"eval_mode must be 'sample' or 'greedy', got {self.eval_mode!r}")
+        if bad:
+            raise cfglib.ConfigError("invalid PPO study config: " + "; ".join(bad))
+
+    def coefs(self, method: str) -> RetentionCoefs:
+        """Coefficients of a method token: the PPO preset, then this config's ``<method>_*``
+        fields, then the token's own ``name:key=value,...`` overrides."""
+        base, extra = parse_method(method)
+        own = {k: getattr(self, k) for k in study_config_coefs() if terms.owner(k) == base}
+        own = {k: v for k, v in own.items() if v is not None}
+        return RetentionCoefs.preset(
+            base, family="ppo", **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
+        )
+
+
+def study_config_coefs() -> tuple[str, ...]:
+    return tuple(n for n in terms.COEF_NAMES if n != "bc_kl_direction")
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy checkpoints
+
+
+def _config_to_dict(config: PPOConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _config_from_dict(d: dict[str, Any]) -> PPOConfig:
+    seqs = ("hidden_sizes", "rnd_hidden_sizes")
+    return PPOConfig(**{k: tuple(v) if k in seqs else v for k, v in d.items()})
+
+
+def save_policy(path: Path, state: PPOTrainState, meta: dict[str, Any]) -> Path:
+    """Write an unbatched PPO train state and ``meta`` to ``path`` (replaced if it exists)."""
+    path = Path(path).expanduser().resolve()
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path / "state", jax.tree.map(jnp.asarray, state))
+    ckptr.wait_until_finished()
+    full = {"format_version": ckpt.FORMAT_VERSION, "kind": PPO.kind,
+            "ppo_config": _config_to_dict(state.config), **meta}  # fmt: skip
+    (path / "meta.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
+    return path
+
+
+def load_policy(path: Path, expected: PPOConfig | None) -> ckpt.PolicyCheckpoint:
+    """Load a PPO policy checkpoint; its network must equal ``expected`` (field by field)."""
+    path = Path(path).expanduser().resolve()
+    meta = ckpt.read_meta(path)
+    if meta.get("kind") != PPO.kind:
+        raise ckpt.CheckpointError(
+            f"{str(path)!r} is a {meta.get('kind')!r} checkpoint, not a PPO policy"
+        )
+    config = _config_from_dict(meta["ppo_config"])
+    if expected is not None and config != expected:
+        diffs = [
+            f"{f.name}: checkpoint {getattr(config, f.name)!r} vs requested "
+            f"{getattr(expected, f.name)!r}"
+            for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(expected, f.name)
+        ]
+        raise ckpt.CheckpointError(
+            f"checkpoint {str(path)!r} does not match the requested network: " + "; ".join(diffs)
+        )
+    target = jax.eval_shape(lambda: init_train_state(config, PPOHyper.create(), jax.random.key(0)))
+    try:
+        state = ocp.StandardCheckpointer().restore(path / "state", target)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise ckpt.CheckpointError(f"checkpoint {str(path)!r} could not be restored: {e}") from e
+    return ckpt.PolicyCheckpoint(config=config, state=state, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent of the study driver
+
+
+_ENVS: dict[tuple[Any, ...], tuple[SequenceEnv, SequenceParams]] = {}
+
+
+class _PPOAgent:
+    """The PPO family of the study driver (``study.StudyAgent``)."""
+
+    family = "ppo"
+    kind = "fpc_jax.ppo_policy"
+
+    def out_group(self, cfg: PPOStudyConfig) -> str:
+        return "key_door" if cfg.env == "key_door_rooms" else cfg.env
+
+    def build_env(self, cfg: PPOStudyConfig, phase: str) -> tuple[SequenceEnv, SequenceParams]:
+        """The env, memoized per options (the compiled programs are cached per env object)."""
+        kw = {"T": cfg.T, "beta": cfg.beta, **{k: getattr(cfg, k) for k in _ENV_OPTIONS}}
+        spec = (cfg.env, *sorted(kw.items()))
+        if spec not in _ENVS:
+            try:
+                _ENVS[spec] = make(cfg.env, **kw)
+            except ValueError as e:
+                raise cfglib.ConfigError(f"env {cfg.env!r}: {e}") from e
+        return _ENVS[spec]
+
+    def network(self, cfg: PPOStudyConfig, env: SequenceEnv) -> PPOConfig:
+        return PPOConfig(
+            obs_dim=env.observation_size,
+            num_actions=env.action_size,
+            num_heads=env.num_heads,
+            hidden_sizes=tuple(cfg.hidden_sizes),
+            activation=cfg.activation,
+            head_mode=cfg.head_mode,
+        )
+
+    def hyper(self, cfg: PPOStudyConfig, config: PPOConfig) -> PPOHyper:
+        return PPOHyper.create(
+            lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps,
+            ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+        )  # fmt: skip
+
+    def loop_static(self, cfg: PPOStudyConfig, phase: str) -> LoopStatic:
+        return LoopStatic(
+            num_envs=cfg.num_envs,
+            num_steps=cfg.num_steps,
+            epochs=cfg.epochs,
+            minibatches=cfg.minibatches,
+            steps_per_chunk=cfg.steps_per_chunk,
+            eval_episodes=cfg.eval_episodes,
+            stage_horizon=cfg.T,
+            eval_mode=cfg.eval_mode,
+            episode_mode="single" if phase == "pretrain" else "sequence",
+            clip_value_loss=cfg.clip_value_loss,
+        )
+
+    make_chunk = staticmethod(make_train_chunk)
+    make_policy = staticmethod(make_policy)
+    init_state = staticmethod(init_train_state)
+    make_anchors = staticmethod(make_anchors)
+    save_policy = staticmethod(save_policy)
+    load_policy = staticmethod(load_policy)
+
+    def start_state(self, cfg, config, hyper, pre, far) -> PPOTrainState:
+        rnd = {"predictor": pre.state.rnd_predictor, "target": pre.state.rnd_target}
+        return train_state_from_params(
+            config, hyper, pre.state.actor_params, pre.state.critic_params, rnd
+        )
+
+    def init_run(self, env, static, state, params, pool, key, em=None):
+        if em is not None:
+            raise cfglib.ConfigError("PPO has no replay buffer for episodic memory")
+        return init_run_state(env, static, state, params, pool, key)
+
+    def train_state(self, runs) -> PPOTrainState:
+        return runs.ppo
+
+    def null_anchors(self, config: PPOConfig, state: PPOTrainState):
+        return placeholder_anchors(config, state.actor_params, state.critic_params, 1)
+
+
+PPO = _PPOAgent()
+
+
+def pretrain(cfg: PPOStudyConfig, out_dir: str | Path, log=print) -> Path:
+    """PPO on the Far rooms alone; writes ``out_dir/policy`` and the pre-training curves."""
+    return study.pretrain(cfg, PPO, out_dir, log=log)
+
+
+def finetune(
+    cfg: PPOStudyConfig, out_dir: str | Path, log=print, mesh: Any = None,
+    stop_after: int | None = None,
+) -> Path | None:  # fmt: skip
+    """Fine-tune every method x seed from the pre-trained checkpoint; write results in out_dir."""
+    return study.finetune(cfg, PPO, out_dir, log=log, mesh=mesh, stop_after=stop_after)
