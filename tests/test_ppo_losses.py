@@ -23,7 +23,12 @@ from fpc_jax.agents.ppo.losses import (
 from fpc_jax.agents.ppo.networks import PPOConfig, make_policy, make_ppo_networks
 from fpc_jax.agents.ppo.update import PPOHyper, init_train_state
 from fpc_jax.retention.fisher import categorical_fisher
-from fpc_jax.retention.penalties import RetentionCoefs, categorical_kl, categorical_policy_kl
+from fpc_jax.retention.penalties import (
+    RetentionCoefs,
+    categorical_kl,
+    categorical_policy_kl,
+    quadratic_penalty,
+)
 
 CONFIG = PPOConfig(obs_dim=3, num_actions=4, num_heads=2, hidden_sizes=(8,), head_mode="per_stage")
 HYPER = PPOHyper.create()
@@ -271,7 +276,15 @@ def test_heads_trunk_and_policy_shapes():
         s_nets.actor_apply(s_state.actor_params, obs, jnp.int32(0)),
         s_nets.actor_apply(s_state.actor_params, obs, jnp.int32(1)),
     )
-    assert s_state.actor_params["head"]["bias"].shape == (4,)
+    # a shared output layer serves every stage, so it sits in the protected trunk
+    assert set(s_state.actor_params) == {"trunk"} == set(s_state.critic_params)
+    assert s_state.actor_params["trunk"]["out"]["bias"].shape == (4,)
+    moved = jax.tree_util.tree_map(lambda x: x, s_state.actor_params)
+    moved["trunk"]["out"] = jax.tree_util.tree_map(lambda x: x + 1.0, moved["trunk"]["out"])
+    assert float(quadratic_penalty(moved, s_state.actor_params)) == pytest.approx(4 * 8 + 4)
+    per_stage = jax.tree_util.tree_map(lambda x: x, state.actor_params)
+    per_stage["head"] = jax.tree_util.tree_map(lambda x: x + 1.0, per_stage["head"])
+    assert float(quadratic_penalty(per_stage, state.actor_params)) == 0.0
     assert float(jnp.max(jnp.abs(l0))) < 0.1  # policy output gain 0.01: near-uniform at init
     sample, greedy = make_policy(CONFIG)
     a = sample(state.actor_params, obs, jnp.int32(0), jax.random.PRNGKey(0))

@@ -103,7 +103,8 @@ def _retention_runs():
     for i in range(3):
         run = _run(i)
         teacher_actor, teacher_critic = make_ppo_networks(CONFIG).init(jax.random.PRNGKey(50 + i))
-        teacher_actor["head"] = jax.tree.map(lambda x: 100.0 * x, teacher_actor["head"])
+        out = teacher_actor["trunk"]["out"]  # shared output layer: inside the trunk
+        teacher_actor["trunk"]["out"] = jax.tree.map(lambda x: 100.0 * x, out)
         obs = np.concatenate(
             [np.ones((NUM_BC, 1)), rng.choice([-1.0, 1.0], (NUM_BC, 1)), np.zeros((NUM_BC, 1))], 1
         ).astype(np.float32)

@@ -1,10 +1,11 @@
 """PPO actor (categorical logits) and critic (state value) MLPs, plus optional RND networks.
 
-Each network's parameters are ``{"trunk": ..., "head": ...}`` so retention penalties address the
-trunk by path (fpc_jax/retention/trunk.py). Core functions are unbatched; batch them with
-``jax.vmap``. Orthogonal init as in the PPO implementations (Engstrom et al. 2020, "Implementation
-Matters"; Huang et al. 2022, "The 37 implementation details of PPO"): hidden layers gain sqrt(2),
-policy output 0.01, value output 1, zero biases.
+Each network's parameters are ``{"trunk": ...}`` (shared output layer, inside the trunk) or
+``{"trunk": ..., "head": ...}`` (one output head per stage), so retention penalties address the
+shared parameters by path (fpc_jax/retention/trunk.py). Core functions are unbatched; batch them
+with ``jax.vmap``. Orthogonal init as in the PPO implementations (Engstrom et al. 2020,
+"Implementation Matters"; Huang et al. 2022, "The 37 implementation details of PPO"): hidden
+layers gain sqrt(2), policy output 0.01, value output 1, zero biases.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class PPOConfig:
     """Static PPO network configuration (all ``pytree_node=False``; changing it recompiles).
 
     ``head_mode``: ``"shared"`` (default) has one output layer for every stage, the policy sees
-    no task id (Montezuma / NetHack); ``"per_stage"`` has one output head per stage, selected by
-    the stage index as in the SAC agent (RoboticSequence). ``rnd`` adds Random Network
+    no task id (Montezuma / NetHack), and that layer is part of the protected ``trunk``;
+    ``"per_stage"`` has one output head per stage under ``head``, selected by the stage index as
+    in the SAC agent (RoboticSequence). ``rnd`` adds Random Network
     Distillation (Burda et al. 2018): a fixed random target net, a trained predictor, and a second
     (intrinsic) value output on the critic head.
     """
@@ -78,11 +80,6 @@ class PPOConfig:
             raise ValueError(f"head_mode must be one of {HEAD_MODES}, got {self.head_mode!r}")
 
     @property
-    def num_output_heads(self) -> int:
-        """Output heads actually built: ``num_heads`` per stage, or 1 when shared."""
-        return self.num_heads if self.head_mode == "per_stage" else 1
-
-    @property
     def num_values(self) -> int:
         """Value outputs per head: extrinsic, plus intrinsic when ``rnd``."""
         return 2 if self.rnd else 1
@@ -98,54 +95,89 @@ def _dense(size: int, gain: float, name: str) -> nn.Dense:
 
 
 class MLP(nn.Module):
-    """Dense -> activation for each hidden size (orthogonal init, gain sqrt(2))."""
+    """Dense -> activation for each hidden size (orthogonal init, gain sqrt(2)), then, when
+    ``out_size`` is set, a linear output layer ``"out"`` with gain ``out_gain``."""
 
     hidden_sizes: Sequence[int]
     activation: str
+    out_size: int = 0
+    out_gain: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, size in enumerate(self.hidden_sizes):
             x = ACTIVATIONS[self.activation](_dense(size, _HIDDEN_GAIN, f"dense_{i}")(x))
+        if self.out_size:
+            x = _dense(self.out_size, self.out_gain, "out")(x)
         return x
 
 
-def _select_head(out: jax.Array, num_output_heads: int, stage: jax.Array) -> jax.Array:
-    """Row ``stage`` of ``out`` reshaped (heads, -1); the only row when the head is shared."""
-    out = out.reshape(num_output_heads, -1)
-    return out[stage] if num_output_heads > 1 else out[0]
+def _trunk_and_head(
+    x: jax.Array,
+    stage: jax.Array,
+    out_size: int,
+    out_gain: float,
+    num_heads: int,
+    per_stage: bool,
+    hidden_sizes: Sequence[int],
+    activation: str,
+) -> jax.Array:
+    """Shared output (default): the output layer belongs to the trunk, ``{"trunk": {...,
+    "out"}}``, so L2/EWC protect it like the hidden layers (it serves every stage). Per-stage:
+    one output head per stage under ``"head"``, unprotected like SAC's heads; row ``stage``."""
+    if not per_stage:
+        return MLP(hidden_sizes, activation, out_size, out_gain, name=TRUNK)(x)
+    h = MLP(hidden_sizes, activation, name=TRUNK)(x)
+    out = _dense(num_heads * out_size, out_gain, HEAD)(h)
+    return out.reshape(num_heads, out_size)[stage]
 
 
 class Actor(nn.Module):
     """Unbatched policy: ``(obs (obs_dim,), stage ()) -> logits (num_actions,)``."""
 
     num_actions: int
-    num_output_heads: int
+    num_heads: int
+    per_stage: bool
     hidden_sizes: Sequence[int]
     activation: str
 
     @nn.compact
     def __call__(self, obs: jax.Array, stage: jax.Array) -> jax.Array:
         chex.assert_rank([obs, stage], [1, 0])
-        h = MLP(self.hidden_sizes, self.activation, name=TRUNK)(obs)
-        out = _dense(self.num_output_heads * self.num_actions, _POLICY_GAIN, HEAD)(h)
-        return _select_head(out, self.num_output_heads, stage)
+        return _trunk_and_head(
+            obs,
+            stage,
+            self.num_actions,
+            _POLICY_GAIN,
+            self.num_heads,
+            self.per_stage,
+            self.hidden_sizes,
+            self.activation,
+        )
 
 
 class Critic(nn.Module):
     """Unbatched value: ``(obs, stage) -> values (num_values,)`` (extrinsic first)."""
 
     num_values: int
-    num_output_heads: int
+    num_heads: int
+    per_stage: bool
     hidden_sizes: Sequence[int]
     activation: str
 
     @nn.compact
     def __call__(self, obs: jax.Array, stage: jax.Array) -> jax.Array:
         chex.assert_rank([obs, stage], [1, 0])
-        h = MLP(self.hidden_sizes, self.activation, name=TRUNK)(obs)
-        out = _dense(self.num_output_heads * self.num_values, _VALUE_GAIN, HEAD)(h)
-        return _select_head(out, self.num_output_heads, stage)
+        return _trunk_and_head(
+            obs,
+            stage,
+            self.num_values,
+            _VALUE_GAIN,
+            self.num_heads,
+            self.per_stage,
+            self.hidden_sizes,
+            self.activation,
+        )
 
 
 class RNDNet(nn.Module):
@@ -200,7 +232,8 @@ class PPONetworks:
 def make_ppo_networks(config: PPOConfig) -> PPONetworks:
     """Actor, critic and RND nets for ``config`` (brax ``make_ppo_networks`` analogue)."""
     arch = dict(
-        num_output_heads=config.num_output_heads,
+        num_heads=config.num_heads,
+        per_stage=config.head_mode == "per_stage",
         hidden_sizes=config.hidden_sizes,
         activation=config.activation,
     )
