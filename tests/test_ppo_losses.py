@@ -210,6 +210,13 @@ def test_ks_weight_decays_per_update_and_metric_shows_it():
     np.testing.assert_allclose(m_ks["actor/ks_weight"], 2.0 * 0.5**3)
     np.testing.assert_allclose(l_ks - l_ft, 0.25 * m_ks["actor/ks"], rtol=1e-4, atol=1e-7)
     assert float(m_ks["actor/ks"]) > 1e-4
+    # KS is KL(pi* || pi) on the online minibatch's own states and heads
+    actor_b = jax.vmap(make_ppo_networks(CONFIG).actor_apply, in_axes=(None, 0, 0))
+    student = actor_b(state.actor_params, batch.obs, batch.stage)
+    teacher = actor_b(anchors.actor_star, batch.obs, batch.stage)
+    by_hand = jnp.mean(jax.vmap(categorical_kl)(teacher, student))
+    np.testing.assert_allclose(m_ks["actor/ks"], by_hand, rtol=1e-5)
+    assert abs(float(jnp.mean(jax.vmap(categorical_kl)(student, teacher)) - by_hand)) > 1e-4
 
 
 def _max_diff(a, b):
