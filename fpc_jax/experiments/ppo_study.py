@@ -69,6 +69,10 @@ class PPOStudyConfig(RetentionOverrides):
     ent_coef: float = option(0.01, "entropy bonus weight")
     vf_coef: float = option(0.5, "value loss weight")
     max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    rnd: bool = option(False, "PPO + RND intrinsic reward (Burda et al. 2018; I's Montezuma agent)")
+    ext_coef: float = option(1.0, "extrinsic advantage weight (I, Montezuma: 2)")
+    int_coef: float = option(1.0, "intrinsic (RND) advantage weight (I, Montezuma: 1)")
+    gamma_int: float = option(0.99, "intrinsic discount (I, Montezuma: 0.99)")
     num_envs: int = option(16, "parallel envs per run")
     num_steps: int = option(64, "rollout length per env and update")
     epochs: int = option(4, "epochs per rollout")
@@ -130,7 +134,8 @@ class PPOStudyConfig(RetentionOverrides):
             bad.append("pretrain_steps must be a multiple of steps_per_chunk (0: no pre-training)")
         if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             bad.append("need lr > 0 and gamma, gae_lambda in [0, 1]")
-        for k in ("ent_coef", "vf_coef", "clip_eps", "max_grad_norm", "beta", "key_reward"):
+        for k in ("ent_coef", "vf_coef", "clip_eps", "max_grad_norm", "beta", "key_reward",
+                  "ext_coef", "int_coef"):  # fmt: skip
             if not getattr(self, k) >= 0:
                 bad.append(f"{k} must be >= 0")
         if self.eval_mode not in ("sample", "greedy"):
@@ -243,12 +248,14 @@ class _PPOAgent:
             hidden_sizes=tuple(cfg.hidden_sizes),
             activation=cfg.activation,
             head_mode=cfg.head_mode,
+            rnd=cfg.rnd,
         )
 
     def hyper(self, cfg: PPOStudyConfig, config: PPOConfig) -> PPOHyper:
         return PPOHyper.create(
             lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps,
             ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+            ext_coef=cfg.ext_coef, int_coef=cfg.int_coef, gamma_int=cfg.gamma_int,
         )  # fmt: skip
 
     def loop_static(self, cfg: PPOStudyConfig, phase: str) -> LoopStatic:
