@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import study_config
+from fpc_jax.experiments import multihost
 from fpc_jax.experiments.checkpoint import CheckpointError
 
 
@@ -18,20 +20,42 @@ def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 
     cfg = cfglib.load(apple.AppleConfig, args.config, overrides)
     out = args.out or f"runs/apple/{cfg.name}"
-    apple.main(cfg, out)
+    apple.main(cfg, out, log=multihost.log)
+
+
+_PPO_SCHEMA = "fpc_jax.experiments.ppo_study:PPOStudyConfig"
+_SAC_SCHEMA = "fpc_jax.experiments.sac_study:SACStudyConfig"
+
+
+def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
+    """The study schema a config belongs to, by its ``env``: a discrete-action env -> PPO
+    (``configs/key_door``), else SAC (``configs/toy``, ``configs/robotic_sequence``)."""
+    from fpc_jax.experiments.ppo_study import PPO_ENVS
+
+    env = overrides.get("env")
+    if env is None and config is not None:
+        try:
+            data = yaml.safe_load(cfglib.resolve_path(config).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            data = {}  # cfglib.load reports the problem
+        env = data.get("env") if isinstance(data, dict) else None
+    return _PPO_SCHEMA if env in PPO_ENVS else _SAC_SCHEMA
 
 
 def _study(kind: str):
     def runner(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-        from fpc_jax.experiments import sac_study, sharding
+        from fpc_jax.experiments import ppo_study, sac_study, study
 
-        sharding.maybe_initialize_distributed()
-        cfg = cfglib.load(study_config.SACStudyConfig, args.config, overrides)
-        out = args.out or f"runs/{cfg.backend or 'toy'}/{cfg.name}/{kind}"
+        schema_path = _study_schema(args.config, overrides)
+        agent, module = (
+            (ppo_study.PPO, ppo_study) if schema_path == _PPO_SCHEMA else (sac_study.SAC, sac_study)
+        )
+        cfg = cfglib.load(_schema(schema_path), args.config, overrides)
+        out = args.out or study.default_out(cfg, agent, kind)
         if kind == "pretrain":
-            sac_study.pretrain(cfg, out)
+            module.pretrain(cfg, out, log=multihost.log)
         else:
-            sac_study.finetune(cfg, out)
+            module.finetune(cfg, out, log=multihost.log)
 
     return runner
 
@@ -40,7 +64,7 @@ def _sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
     from fpc_jax.experiments import robotic_sequence
 
     cfg = cfglib.load(robotic_sequence.RoboticSequenceConfig, args.config, overrides)
-    robotic_sequence.sweep(cfg, args.out or f"runs/robotic_sequence/{cfg.name}")
+    robotic_sequence.sweep(cfg, args.out or f"runs/robotic_sequence/{cfg.name}", log=multihost.log)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -80,14 +104,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
         "fpc_jax.experiments.apple:AppleConfig",
     ),
     "pretrain": (
-        "Multi-task SAC on the Far stages of a pure-JAX sequence task; writes a policy checkpoint",
+        "Train the agent (SAC, or PPO for a discrete env) on the Far stages alone; writes a policy",
         _study("pretrain"),
-        "fpc_jax.experiments.sac_study:SACStudyConfig",
+        _SAC_SCHEMA,
     ),
     "finetune": (
         "Fine-tune the pre-trained policy with every method x seed as one vmapped, sharded program",
         _study("finetune"),
-        "fpc_jax.experiments.sac_study:SACStudyConfig",
+        _SAC_SCHEMA,
     ),
     "sweep": (
         "RoboticSequence on the real Meta-World (CPU): every method x seed from the Far policy",
@@ -149,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evaluate(args)
     _, runner, schema_path = COMMANDS[args.command]
     if args.help_config:
+        if args.command in ("pretrain", "finetune"):
+            schema_path = _study_schema(args.config, {})
         print(cfglib.describe(_schema(schema_path)))
         return 0
     try:
@@ -159,10 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["methods"] = args.methods
         if getattr(args, "checkpoint", None):
             overrides["checkpoint"] = args.checkpoint
+        multihost.initialize()  # first: before any JAX computation
         runner(args, overrides)
-    except (cfglib.ConfigError, CheckpointError) as e:
+    except (cfglib.ConfigError, CheckpointError, multihost.MultihostError) as e:
         print(f"fpc-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return multihost.leave(2)
+    except (Exception, KeyboardInterrupt) as e:
+        multihost.leave(1, e)  # a multi-process run exits here, without waiting for its peers
+        raise
     return 0
 
 

@@ -83,14 +83,14 @@ class PPOStudyConfig(RetentionOverrides):
     steps_per_chunk: int = option(16_384, "env steps per compiled chunk (= evaluation interval)")
     # pre-training
     pretrain_steps: int = option(
-        262_144, "env steps of PPO on the Far rooms (each episode one Far room)", resume_extend=True
+        32_768, "env steps of PPO on the Far rooms (each episode one Far room)", resume_extend=True
     )
     # fine-tuning
     checkpoint: str = option(
         "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
     )
     finetune_steps: int = option(
-        262_144, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        131_072, "env steps of fine-tuning per run (raise it to extend a finished run)",
         resume_extend=True,
     )  # fmt: skip
     methods: tuple[str, ...] = option(("ft", "ks", "bc", "ewc", "scratch"), "retention methods")
