@@ -22,6 +22,7 @@ import numpy as np
 from flax import struct
 
 from fpc_jax.envs import metaworld_cpu
+from fpc_jax.envs.registry import register_backend
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, subsequence_params
 
 DISPATCHES: tuple[str, ...] = ("select", "switch")
@@ -334,4 +335,4 @@ def make_mjx_sequence(
     return env, params
 
 
-metaworld_cpu.register_backend("mjx", make_mjx_sequence)
+register_backend(metaworld_cpu.FAMILY, "mjx", make_mjx_sequence)

@@ -1,4 +1,5 @@
-"""Name -> env factory registry: ``make(name, **overrides) -> (env, params)``."""
+"""Name -> env factory registry: ``make(name, **overrides) -> (env, params)``, and the backends
+an env family's factories dispatch to (``metaworld/*``: ``"cpu"``, ``"mjx"``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 _FACTORIES: dict[str, Callable[..., tuple[Any, Any]]] = {}
+_BACKENDS: dict[str, dict[str, Callable[..., tuple[Any, Any]]]] = {}
 
 
 def register(
@@ -35,3 +37,20 @@ def make(name: str, **overrides: Any) -> tuple[Any, Any]:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"unknown env {name!r}.{hint} Registered envs: {', '.join(registered())}")
     return _FACTORIES[name](**overrides)
+
+
+def register_backend(family: str, name: str, builder: Callable[..., tuple[Any, Any]]) -> None:
+    """Add backend ``name`` of the env family ``family`` (e.g. ``"Meta-World"``):
+    ``builder(config, **kw) -> (env, params)``."""
+    table = _BACKENDS.setdefault(family, {})
+    if name in table:
+        raise ValueError(f"{family} backend {name!r} is registered twice")
+    table[name] = builder
+
+
+def make_backend(family: str, name: str, config: Any, **kw: Any) -> tuple[Any, Any]:
+    """Build ``(env, params)`` of ``config`` with backend ``name`` of ``family``."""
+    table = _BACKENDS.get(family, {})
+    if name not in table:
+        raise ValueError(f"unknown {family} backend {name!r}; valid: {', '.join(sorted(table))}")
+    return table[name](config, **kw)
