@@ -5,7 +5,7 @@ See docs/mjx_evaluation.md.
 Slow and skipped unless both ``MTCWorldMJX`` and ``metaworld`` import, which with our pins they
 do not (mtcworldmjx 0.4.0 needs mujoco 3.10.x): run it in the evaluation venv, e.g.
 ``../venv-mjx/bin/python -m pytest -m slow tests/test_mjx_parity.py``. The full study is
-``benchmarks/mjx_parity_probe.py``.
+``scripts/mjx_parity_probe.py``.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def evaluate_actor(
     """Success of ``episodes`` deterministic episodes of ``task`` run alone with head ``head``.
 
     ``policy(obs (B, obs_dim), stage (B,)) -> actions (B, act_dim)`` replaces the deterministic
-    ``tanh(mean)`` of ``actor_params`` (a perturbed one: benchmarks/far_asset_robustness.py).
+    ``tanh(mean)`` of ``actor_params`` (a perturbed one: scripts/far_asset_robustness.py).
 
     Episode ``i`` runs in ``MetaWorldSequence(config, seed=env_seeds(seed, episodes)[i])`` (the
     same starts whatever ``workers`` is); one jitted policy call per step acts for all episodes.

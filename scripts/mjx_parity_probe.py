@@ -17,9 +17,9 @@ port may live in different venvs (see docs/mjx_evaluation.md):
 
 Usage (each under ``nice -n 19``)::
 
-    python benchmarks/mjx_parity_probe.py ref --out OUT [--tasks ...] [--episodes 5] [--steps 150]
-    python benchmarks/mjx_parity_probe.py mjx --out OUT [--tasks ...]
-    python benchmarks/mjx_parity_probe.py compare --out OUT [--ref-tag ref]
+    python scripts/mjx_parity_probe.py ref --out OUT [--tasks ...] [--episodes 5] [--steps 150]
+    python scripts/mjx_parity_probe.py mjx --out OUT [--tasks ...]
+    python scripts/mjx_parity_probe.py compare --out OUT [--ref-tag ref]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ For each task: the scripted policy's success rate and first-success step within 
 the same start states, and, replaying the ``metaworld`` episodes' actions open loop, the max
 |hand| and |object| position difference to ``metaworld`` after 50 and 200 steps.
 
-    python benchmarks/mjx_jax_edits.py --episodes 20 --out benchmarks/results/mjx_jax_edits_cpu.json
+    python scripts/mjx_jax_edits.py --episodes 20 --out benchmarks/results/mjx_jax_edits_cpu.json
 """
 
 from __future__ import annotations

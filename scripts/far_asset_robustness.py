@@ -2,7 +2,7 @@
 the deterministic policy ``tanh(mean)``, the SAC policy's own samples ``tanh(mean + std * eps)``,
 and the mean plus extra pre-tanh Gaussian noise of fixed std (a stand-in for a drifted policy).
 
-    python benchmarks/far_asset_robustness.py  # -> results/far_asset_robustness_cpu.json
+    python scripts/far_asset_robustness.py  # -> benchmarks/results/far_asset_robustness_cpu.json
 """
 
 from __future__ import annotations

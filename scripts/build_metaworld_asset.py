@@ -5,7 +5,7 @@ this builds an equivalent start point far more cheaply: behavioural cloning of M
 scripted experts (DART-style noisy rollouts, Laskey et al. 2017), then a SAC TD warm-up of the
 twin critic with the actor frozen. docs/pretrained_asset.md records how and what it measures.
 
-Rebuild: ``python -m fpc_jax.experiments.metaworld_asset --out fpc_jax/assets/robotic_sequence_far``
+Rebuild: ``python scripts/build_metaworld_asset.py --out fpc_jax/assets/robotic_sequence_far``
 """
 
 from __future__ import annotations
@@ -426,7 +426,7 @@ def build_far_asset(
         log(f"eval {TASKS[k]}: {eval_success[TASKS[k]]}")
 
     command = (
-        f"python -m fpc_jax.experiments.metaworld_asset --out {out_dir} "
+        f"python scripts/build_metaworld_asset.py --out {out_dir} "
         f"--episodes {episodes_per_task} --noise {noise} --bc-steps {bc_steps} "
         f"--critic-steps {critic_steps} --critic-polyak {critic_polyak} --seed {seed} "
         f"--eval-episodes {eval_episodes}"
