@@ -25,6 +25,7 @@ def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 
 _PPO_SCHEMA = "fpc_jax.experiments.ppo_study:PPOStudyConfig"
 _SAC_SCHEMA = "fpc_jax.experiments.sac_study:SACStudyConfig"
+_MONTEZUMA_SCHEMA = "fpc_jax.experiments.montezuma_config:MontezumaStudyConfig"
 
 
 def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
@@ -39,6 +40,8 @@ def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
         except (OSError, yaml.YAMLError):
             data = {}  # cfglib.load reports the problem
         env = data.get("env") if isinstance(data, dict) else None
+    if env == "ale/montezuma":
+        return _MONTEZUMA_SCHEMA  # host-stepped PPO on the real game (configs/montezuma)
     return _PPO_SCHEMA if env in PPO_ENVS else _SAC_SCHEMA
 
 
@@ -47,6 +50,13 @@ def _study(kind: str):
         from fpc_jax.experiments import ppo_study, sac_study, study
 
         schema_path = _study_schema(args.config, overrides)
+        if schema_path == _MONTEZUMA_SCHEMA:
+            from fpc_jax.experiments import host_ppo
+
+            cfg = cfglib.load(host_ppo.MontezumaStudyConfig, args.config, overrides)
+            out = args.out or host_ppo.default_out(cfg, kind)
+            getattr(host_ppo, kind)(cfg, out, log=multihost.log)
+            return
         agent, module = (
             (ppo_study.PPO, ppo_study) if schema_path == _PPO_SCHEMA else (sac_study.SAC, sac_study)
         )

@@ -1,0 +1,69 @@
+"""The host-env PPO study on the real Montezuma's Revenge (fpc_jax/experiments/host_ppo.py)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+
+from fpc_jax import cli
+from fpc_jax.agents.ppo.update import PPOHyper, init_train_state, stack_runs
+from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments import host_ppo, study_report
+
+SMOKE = "configs/montezuma/smoke.yaml"
+
+
+def test_smoke_pretrain_finetune_end_to_end(tmp_path):
+    """pi* from the Far starts, then ft and bc from the game start, through the CLI."""
+    assert cli.main(["pretrain", "--config", SMOKE, "--out", str(tmp_path / "pretrain")]) == 0
+    assert (tmp_path / "pretrain" / "policy" / "meta.json").is_file()
+    assert cli.main(["finetune", "--config", SMOKE, "--out", str(tmp_path / "finetune")]) == 0
+    out = tmp_path / "finetune"
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == study_report.SUMMARY_COLUMNS
+    assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
+    for r in rows:
+        for c in study_report.SUMMARY_COLUMNS[2:]:
+            assert 0.0 <= float(r[c]) <= 1.0
+    curves = np.load(out / "finetune_curves.npz")
+    assert curves["eval__stage_success"].shape == (2, 2, len(host_ppo.ROUTE))
+    assert (out / "fig_stages.png").is_file()
+
+
+def test_vmapped_policy_step_equals_per_run():
+    cfg = cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE)
+    config = host_ppo.network(cfg)
+    act, _ = host_ppo.make_learner(config, 1, 2, True)
+    states = [init_train_state(config, PPOHyper.create(), jax.random.key(i)) for i in range(3)]
+    obs = np.random.default_rng(0).random((3, 5, config.obs_dim), dtype=np.float32)
+    keys = jax.random.split(jax.random.key(1), 3)
+    st = stack_runs(states)
+    a, logp, v = act(st.actor_params, st.critic_params, obs, keys)
+    assert a.shape == (3, 5) and v.shape == (3, 5, 1)
+    for i, s in enumerate(states):
+        one = stack_runs([s])
+        ai, li, vi = act(one.actor_params, one.critic_params, obs[i : i + 1], keys[i : i + 1])
+        np.testing.assert_array_equal(a[i], ai[0])
+        np.testing.assert_allclose(logp[i], li[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v[i], vi[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_clear_errors(tmp_path):
+    with pytest.raises(cfglib.ConfigError, match="unknown Montezuma room 'room12'"):
+        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"pretrain_starts": ["room12"]})
+    with pytest.raises(cfglib.ConfigError, match="asset incomplete"):
+        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"asset": str(tmp_path)})
+    with pytest.raises(cfglib.ConfigError, match="replay buffer"):
+        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"methods": ["ft", "em"]})
+    with pytest.raises(cfglib.ConfigError, match="rnd"):
+        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"rnd": True})
+    cfg = cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE)
+    with pytest.raises(host_ppo.CheckpointError, match="no pre-trained policy"):
+        host_ppo.finetune(dataclasses.replace(cfg, checkpoint=str(tmp_path / "none")), tmp_path)
