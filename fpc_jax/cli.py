@@ -25,24 +25,30 @@ def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 
 _PPO_SCHEMA = "fpc_jax.experiments.ppo_study:PPOStudyConfig"
 _SAC_SCHEMA = "fpc_jax.experiments.sac_study:SACStudyConfig"
-_MONTEZUMA_SCHEMA = "fpc_jax.experiments.montezuma_config:MontezumaStudyConfig"
+_RS_SCHEMA = "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig"
 
 
 def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
-    """The study schema a config belongs to, by its ``env``: a discrete-action env -> PPO
-    (``configs/key_door``), else SAC (``configs/toy``, ``configs/robotic_sequence``)."""
+    """The study schema a config belongs to: a discrete-action ``env`` -> PPO
+    (``configs/key_door``); the Meta-World sequence on the CPU backend (``far_tasks`` given, or
+    ``env: metaworld/robotic_sequence`` without ``backend: mjx``) -> the host-env SAC sweep
+    (``configs/robotic_sequence``); else the pure-JAX SAC study (``configs/toy``, MJX)."""
     from fpc_jax.experiments.ppo_study import PPO_ENVS
 
-    env = overrides.get("env")
-    if env is None and config is not None:
+    data: dict[str, Any] = {}
+    if config is not None:
         try:
-            data = yaml.safe_load(cfglib.resolve_path(config).read_text()) or {}
+            loaded = yaml.safe_load(cfglib.resolve_path(config).read_text()) or {}
         except (OSError, yaml.YAMLError):
-            data = {}  # cfglib.load reports the problem
-        env = data.get("env") if isinstance(data, dict) else None
-    if env == "ale/montezuma":
-        return _MONTEZUMA_SCHEMA  # host-stepped PPO on the real game (configs/montezuma)
-    return _PPO_SCHEMA if env in PPO_ENVS else _SAC_SCHEMA
+            loaded = {}  # cfglib.load reports the problem
+        data = loaded if isinstance(loaded, dict) else {}
+    data = {**data, **overrides}
+    env, backend = data.get("env"), data.get("backend", "")
+    if env in PPO_ENVS:
+        return _PPO_SCHEMA
+    if not backend and ("far_tasks" in data or env == "metaworld/robotic_sequence"):
+        return _RS_SCHEMA
+    return _SAC_SCHEMA
 
 
 def _study(kind: str):
@@ -50,13 +56,13 @@ def _study(kind: str):
         from fpc_jax.experiments import ppo_study, sac_study, study
 
         schema_path = _study_schema(args.config, overrides)
-        if schema_path == _MONTEZUMA_SCHEMA:
-            from fpc_jax.experiments import host_ppo
-
-            cfg = cfglib.load(host_ppo.MontezumaStudyConfig, args.config, overrides)
-            out = args.out or host_ppo.default_out(cfg, kind)
-            getattr(host_ppo, kind)(cfg, out, log=multihost.log)
-            return
+        if schema_path == _RS_SCHEMA:
+            if kind == "pretrain":
+                raise cfglib.ConfigError(
+                    "the Meta-World Far policy is the packaged asset robotic_sequence_far; its "
+                    "build is in docs/pretrained_asset.md (fpc-jax pretrain runs pure-JAX envs)"
+                )
+            return _sweep(args, overrides)
         agent, module = (
             (ppo_study.PPO, ppo_study) if schema_path == _PPO_SCHEMA else (sac_study.SAC, sac_study)
         )
@@ -124,7 +130,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], No
         _SAC_SCHEMA,
     ),
     "sweep": (
-        "RoboticSequence on the real Meta-World (CPU): every method x seed from the Far policy",
+        "Alias of finetune for configs/robotic_sequence (the real Meta-World on CPU)",
         _sweep,
         "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig",
     ),
@@ -195,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["methods"] = args.methods
         if getattr(args, "checkpoint", None):
             overrides["checkpoint"] = args.checkpoint
+        if args.command == "sweep":
+            print("fpc-jax sweep is an alias: fpc-jax finetune --config configs/robotic_sequence/"
+                  "... runs the same Meta-World CPU study", file=sys.stderr)  # fmt: skip
         multihost.initialize()  # first: before any JAX computation
         runner(args, overrides)
     except (cfglib.ConfigError, CheckpointError, multihost.MultihostError) as e:

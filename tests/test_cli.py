@@ -1,6 +1,7 @@
 """The fpc-jax command line: outputs on disk and error messages."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -49,3 +50,13 @@ def test_methods_option_keeps_coefficient_overrides_with_their_method():
     assert parse("ft,bc:bc_actor=10,bc_kl_direction=1,ewc:ewc_actor=5") == [
         "ft", "bc:bc_actor=10,bc_kl_direction=1", "ewc:ewc_actor=5",
     ]  # fmt: skip
+
+
+def test_finetune_picks_the_study_from_the_config():
+    from fpc_jax import cli
+
+    assert cli._study_schema(Path("configs/key_door/main.yaml"), {}) == cli._PPO_SCHEMA
+    assert cli._study_schema(Path("configs/robotic_sequence/main.yaml"), {}) == cli._RS_SCHEMA
+    assert cli._study_schema(Path("configs/robotic_sequence/mjx.yaml"), {}) == cli._SAC_SCHEMA
+    assert cli._study_schema(Path("configs/toy/point_sequence.yaml"), {}) == cli._SAC_SCHEMA
+    assert cli._study_schema(None, {"env": "key_door_rooms"}) == cli._PPO_SCHEMA
