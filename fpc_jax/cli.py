@@ -26,6 +26,7 @@ def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 _PPO_SCHEMA = "fpc_jax.experiments.ppo_study:PPOStudyConfig"
 _SAC_SCHEMA = "fpc_jax.experiments.sac_study:SACStudyConfig"
 _RS_SCHEMA = "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig"
+_MONTEZUMA_SCHEMA = "fpc_jax.experiments.montezuma_config:MontezumaStudyConfig"
 
 
 def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
@@ -44,6 +45,8 @@ def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
         data = loaded if isinstance(loaded, dict) else {}
     data = {**data, **overrides}
     env, backend = data.get("env"), data.get("backend", "")
+    if env == "ale/montezuma":
+        return _MONTEZUMA_SCHEMA  # host-stepped PPO on the real game (configs/montezuma)
     if env in PPO_ENVS:
         return _PPO_SCHEMA
     if not backend and ("far_tasks" in data or env == "metaworld/robotic_sequence"):
@@ -56,6 +59,13 @@ def _study(kind: str):
         from fpc_jax.experiments import ppo_study, sac_study, study
 
         schema_path = _study_schema(args.config, overrides)
+        if schema_path == _MONTEZUMA_SCHEMA:
+            from fpc_jax.experiments import host_ppo
+
+            cfg = cfglib.load(host_ppo.MontezumaStudyConfig, args.config, overrides)
+            out = args.out or host_ppo.default_out(cfg, kind)
+            getattr(host_ppo, kind)(cfg, out, log=multihost.log)
+            return
         if schema_path == _RS_SCHEMA:
             if kind == "pretrain":
                 raise cfglib.ConfigError(
