@@ -110,6 +110,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from fpc_jax.experiments import report
+
+    try:
+        report.report(args.run_dirs, args.out, args.metric, args.reps, args.seed)
+    except report.ReportError as e:
+        print(f"fpc-jax report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parse_methods(value: str) -> list[str]:
     """``"ft,bc:bc_actor=10,bc_kl_direction=1,ewc"`` -> ``["ft", "bc:bc_actor=10,bc_kl_direction=1",
     "ewc"]``: a ``key=value`` item with no ``:`` continues the method before it."""
@@ -152,6 +163,12 @@ def _schema(path: str) -> type:
     return getattr(__import__(mod, fromlist=[name]), name)
 
 
+def _report_metrics() -> tuple[str, ...]:
+    from fpc_jax.experiments.report import METRICS
+
+    return METRICS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fpc-jax",
@@ -189,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=0)
     ev.add_argument("--out", type=Path, default=Path("runs/evaluate"))
+    rp = sub.add_parser(
+        "report",
+        help="Merge study run dirs; per method IQM, mean, 90%% bootstrap CIs; a table, figures",
+    )
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir (or a summary CSV)")
+    rp.add_argument("--out", type=Path, default=Path("runs/report"))
+    rp.add_argument("--metric", action="append", default=None, metavar="METRIC",
+                    choices=_report_metrics(), help="repeatable; default: every metric of the "
+                    "study kind")  # fmt: skip
+    rp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    rp.add_argument("--seed", type=int, default=0, help="bootstrap PRNG seed")
     return parser
 
 
@@ -197,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "report":
+        return _report(args)
     _, runner, schema_path = COMMANDS[args.command]
     if args.help_config:
         if args.command in ("pretrain", "finetune"):

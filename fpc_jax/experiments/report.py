@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from matplotlib import ticker
-from scipy import stats
 
-from fpc_jax.experiments import plotting, results
+from fpc_jax.experiments import results
 
 SEQUENCE_METRICS = ("far_success_min", "far_success_final", "close_success_final",
                     "full_success_final")  # fmt: skip
@@ -68,9 +66,12 @@ class Study:
 
 
 def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean: the mean of the middle 50% of runs (``scipy.stats.trim_mean(x, 0.25)``,
-    rliable's ``metrics.aggregate_iqm``)."""
-    return stats.trim_mean(np.asarray(x, np.float64), 0.25, axis=axis)
+    """Interquartile mean: the mean of the runs left after cutting ``floor(n / 4)`` from each end
+    (``scipy.stats.trim_mean(x, 0.25)``, as rliable's ``metrics.aggregate_iqm``)."""
+    x = np.sort(np.asarray(x, np.float64), axis=axis)
+    n = x.shape[axis]
+    cut = n // 4
+    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
 
 
 def mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -242,8 +243,8 @@ def merge(run_dirs: Sequence[str | Path]) -> Study:
     runs.sort(key=lambda r: (first[r.method], r.base, r.seed))
     cfg0 = next((c for c in configs.values() if c), {})
     for d, c in configs.items():
-        diff = sorted(k for k in set(c) | set(cfg0) if k not in LENGTH_FIELDS
-                      and c and c.get(k) != cfg0.get(k))  # fmt: skip
+        diff = sorted(k for k in set(c) & set(cfg0) if k not in LENGTH_FIELDS
+                      and c[k] != cfg0[k])  # fmt: skip
         if diff:
             notes.append(f"{d}: config differs from the first dir's in {', '.join(diff)} "
                          "(merged by method label all the same)")  # fmt: skip
@@ -281,6 +282,8 @@ def markdown(study: Study, rows: list[dict], metrics: Sequence[str], reps: int) 
 def plot_bars(study: Study, rows: list[dict], metrics: Sequence[str], path: Path) -> None:
     """Figure 7 of Agarwal et al. 2021: per metric a panel, per method a bar at the IQM with its
     90% CI as a whisker."""
+    from fpc_jax.experiments import plotting  # matplotlib only when drawing: cli imports METRICS
+
     methods = study.methods
     fig, axes = plotting.figure(len(metrics), width=3.4, height=0.6 + 0.45 * len(methods))
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
@@ -309,6 +312,10 @@ def plot_curves(study: Study, reps: int, seed: int, path: Path) -> tuple[bool, l
     """Per-stage success over env steps (IQM and 90% bootstrap band per method, on the eval grid
     of each method's shortest run), plus the whole-sequence success; returns (drawn, notes on
     runs without curves)."""
+    from matplotlib import ticker
+
+    from fpc_jax.experiments import plotting
+
     have = [r for r in study.runs if r.stages is not None]
     if not have:
         return False, [f"no {' or '.join(CURVES_FILES)} in any dir: no fig_curves.png"]
@@ -360,7 +367,7 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[st
     metrics = list(dict.fromkeys(metrics or own))
     wrong = [m for m in metrics if m not in own]
     if wrong:
-        raise ReportError(f"--metric {', '.join(wrong)} is not a metric of a {study.kind} study "
+        raise ReportError(f"--metric {', '.join(wrong)} is not a metric of this {study.kind} study "
                           f"({', '.join(own)})")  # fmt: skip
     out = results.make_run_dir(out)
     (out / "fig_curves.png").unlink(missing_ok=True)  # a stale one from an earlier report
