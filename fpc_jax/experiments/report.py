@@ -301,10 +301,11 @@ def plot_bars(study: Study, rows: list[dict], metrics: Sequence[str], path: Path
             ax.text(r["iqm_hi"] + 0.02, y, f"{r['iqm']:.2f}", va="center", fontsize=7)
         ax.set(title=k.replace("_", " "), xlim=(0, 1.18), xlabel="IQM (90% CI)")
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_yticks(ys, methods if ax is axes[0, 0] else [""] * len(methods))
+        ticks = [f"{m} ({by[(m, k)]['n']})" for m in methods]
+        ax.set_yticks(ys, ticks if ax is axes[0, 0] else [""] * len(methods))
         ax.grid(axis="x", alpha=0.3)
     n = len(study.runs)
-    fig.suptitle(f"IQM per method over runs, 90% stratified bootstrap CI ({n} runs)", fontsize=10)
+    fig.suptitle(f"IQM per method (runs) over {n} runs, 90% stratified bootstrap CI", fontsize=10)
     plotting.save(fig, path)
 
 
@@ -327,7 +328,7 @@ def plot_curves(study: Study, reps: int, seed: int, path: Path) -> tuple[bool, l
     k = heads.pop()
     names = study.stage_names if len(study.stage_names) == k else tuple(f"stage {s}" for s in
                                                                         range(k))  # fmt: skip
-    fig, axes = plotting.figure(k + 1, width=3.6, height=3.0)
+    fig, axes = plotting.figure(k + 2, width=3.4, height=3.0)
     for i, m in enumerate(study.methods):
         sel = [r for r in have if r.method == m]
         if not sel:
@@ -335,6 +336,8 @@ def plot_curves(study: Study, reps: int, seed: int, path: Path) -> tuple[bool, l
         for s in range(k + 1):
             ys = [(r.x, r.stages[:, s] if s < k else r.all_solved) for r in sel]
             grid = min((x for x, _ in ys), key=lambda x: x[-1])  # the shortest run's evals
+            if s == 0 and any(x[-1] > grid[-1] for x, _ in ys):
+                notes.append(f"{m}: curves cut at {grid[-1]:.0f} env steps, its shortest run")
             arr = np.stack([np.interp(grid, x, y) for x, y in ys])
             if not np.isfinite(arr).all():
                 continue
@@ -342,14 +345,16 @@ def plot_curves(study: Study, reps: int, seed: int, path: Path) -> tuple[bool, l
             ax = axes[0, s]
             ax.plot(grid, p, color=f"C{i % 10}", label=f"{m} ({len(sel)})")
             ax.fill_between(grid, lo, hi, color=f"C{i % 10}", alpha=0.2, linewidth=0)
-    for s, ax in enumerate(axes[0]):
+    for s, ax in enumerate(axes[0, : k + 1]):
         far = " [Far]" if s < k and names[s] in study.far_names else ""
         title = f"{names[s]}{far} alone" if s < k else "whole sequence: all stages solved"
         ax.set(title=title, xlabel="env steps", ylim=(-0.05, 1.05))
         ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("success (IQM, 90% CI)")
-    axes[0, 0].legend(fontsize=7, title="method (runs)", title_fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, k + 1].axis("off")
+    axes[0, k + 1].legend(handles, labels, title="method (runs)", loc="center left", fontsize=8)
     fig.suptitle("Success during fine-tuning per method: IQM over runs, 90% bootstrap band",
                  fontsize=10)  # fmt: skip
     plotting.save(fig, path)
