@@ -4,19 +4,22 @@ recorded by one helper. Every throughput script in benchmarks/ times through it.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 
-def environment() -> dict[str, Any]:
-    """Device, platform, library versions, CPU and date of this process."""
+def environment(packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Device, platform, library versions, CPU and date of this process; ``packages`` adds the
+    installed versions of more distributions (None where one is absent)."""
     import flax
     import jaxlib
     import optax
@@ -29,6 +32,18 @@ def environment() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    versions: dict[str, str | None] = {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+    }
+    for dist in packages:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
     return {
         "device": str(jax.devices()[0]),
         "device_kind": jax.devices()[0].device_kind,
@@ -36,13 +51,7 @@ def environment() -> dict[str, Any]:
         "platform": jax.default_backend(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "versions": {
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -53,23 +62,39 @@ def block(tree: Any) -> Any:
                         tree)  # fmt: skip
 
 
+def clocked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)`` of one call, its output blocked on (for calls that
+    thread state, which ``timed`` cannot repeat)."""
+    t0 = time.perf_counter()
+    out = block(fn(*args, **kwargs))
+    return out, time.perf_counter() - t0
+
+
 def timed(fn: Callable[..., Any], *args: Any, repeats: int = 3) -> dict[str, float]:
     """``first_call_s`` (trace + compile + one run) and ``steady_s`` (best of ``repeats`` further
     calls, each blocked on) of ``fn(*args)``; ``fn`` must not donate its arguments."""
-    t0 = time.perf_counter()
-    block(fn(*args))
-    first = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        block(fn(*args))
-        best = min(best, time.perf_counter() - t0)
+    _, first = clocked(fn, *args)
+    best = min(clocked(fn, *args)[1] for _ in range(repeats))
     return {"first_call_s": first, "compile_s": max(first - best, 0.0), "steady_s": best}
 
 
-def write(path: str | Path, result: dict[str, Any]) -> Path:
-    """Write ``result`` with the environment as JSON (repo-relative paths only, by the caller)."""
+def write(path: str | Path, result: dict[str, Any], key: str | None = "environment") -> Path:
+    """Write ``result`` with ``environment()`` as JSON: under ``key`` (unless ``result`` has one,
+    e.g. a resumed record), or merged into the top level with ``key=None``. NumPy values become
+    plain JSON; paths in ``result`` are the caller's to make repo-relative."""
+    if key is None:
+        result = {**environment(), **result}
+    elif key not in result:
+        result = {key: environment(), **result}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"environment": environment(), **result}, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
     return path
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, np.ndarray | jax.Array):
+        return np.asarray(o).tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -4,7 +4,8 @@ For R in --runs, R runs (FT, 4 x 256 CW networks, batch 128, one update per env 
 trained together by ``HostLoop`` (one jitted policy call per vector step, one jitted replay+update
 call per burst); the first bursts (compilation) are timed apart from the steady state. The
 baseline, measured in the same invocation: R = 1 per process, ``--baseline-procs`` processes at
-once (the original study's one-run-per-process layout), aggregate agent steps/s.
+once (the original study's one-run-per-process layout), aggregate agent steps/s. Each timed span
+ends when the runs' SAC states and buffers are ready (``harness.block``), not at the last dispatch.
 
     python benchmarks/robotic_sequence_throughput.py --runs 1,8,32
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import time
+
+import harness  # benchmarks/harness.py (the script's folder is on sys.path)
 
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import results
 from fpc_jax.experiments.robotic_sequence import HostLoop, RoboticSequenceConfig, setup_runs
 
 
@@ -29,20 +30,22 @@ def measure(runs: int, bursts: int, workers: int, warmup: int = 2) -> dict:
     r = setup_runs(cfg, log=lambda *_: None)
     loop = HostLoop(cfg, r.config, r.seq, r.acting, r.sac, r.buf, r.anchors, r.coefs, r.hyp,
                     r.key, r.runs)  # fmt: skip
+
+    def run(n: int) -> tuple:
+        for _ in range(n):
+            loop.burst()
+        return loop.sac, loop.buf  # the last burst's update, blocked on by harness.clocked
+
     try:
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            loop.burst()
-        t1 = time.perf_counter()
-        for _ in range(bursts):
-            loop.burst()
-        t2 = time.perf_counter()
+        _, warmup_s = harness.clocked(run, warmup)
+        _, steady_s = harness.clocked(run, bursts)
     finally:
         loop.close()
     steps = bursts * cfg.update_every
-    return {"runs": runs, "workers": workers, "warmup_s": t1 - t0, "timed_env_steps_per_run": steps,
-            "steady_s": t2 - t1, "agent_steps_per_s": runs * steps / (t2 - t1),
-            "updates_per_s": runs * steps / (t2 - t1)}  # fmt: skip
+    return {"runs": runs, "workers": workers, "warmup_s": warmup_s,
+            "timed_env_steps_per_run": steps, "steady_s": steady_s,
+            "agent_steps_per_s": runs * steps / steady_s,
+            "updates_per_s": runs * steps / steady_s}  # fmt: skip
 
 
 def _baseline_proc(bursts: int, q) -> None:
@@ -57,29 +60,33 @@ def main() -> None:
     ap.add_argument("--baseline-procs", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/robotic_sequence_cpu.json")
     args = ap.parse_args()
-    report: dict = {"env": results.environment_info(), "vectorized": [], "config": vars(args)}
+    report: dict = {"env": harness.environment(), "vectorized": [], "config": vars(args)}
     for r in (int(x) for x in args.runs.split(",")):
         m = measure(r, args.bursts, args.workers)
         report["vectorized"].append(m)
-        results.write_json(args.out, report)  # kept if a time limit stops the rest
+        harness.write(args.out, report, key="env")  # kept if a time limit stops the rest
         print(f"{r:3d} runs: {m['agent_steps_per_s']:.1f} agent steps/s "
               f"(warm-up {m['warmup_s']:.0f}s)")  # fmt: skip
     ctx = mp.get_context("forkserver")
     q = ctx.Queue()
     procs = [ctx.Process(target=_baseline_proc, args=(args.bursts, q))
              for _ in range(args.baseline_procs)]  # fmt: skip
-    t0 = time.perf_counter()
-    for p in procs:
-        p.start()
-    outs = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
+
+    def baseline() -> list[dict]:
+        for p in procs:
+            p.start()
+        outs = [q.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return outs
+
+    outs, wall_s = harness.clocked(baseline)
     total = sum(o["agent_steps_per_s"] for o in outs)
     report["baseline_one_run_per_process"] = {"procs": args.baseline_procs, "per_proc": outs,
                                               "aggregate_agent_steps_per_s": total,
-                                              "wall_s": time.perf_counter() - t0}  # fmt: skip
+                                              "wall_s": wall_s}  # fmt: skip
     print(f"baseline: {args.baseline_procs} processes x 1 run: {total:.1f} agent steps/s")
-    results.write_json(args.out, report)
+    harness.write(args.out, report, key="env")
 
 
 if __name__ == "__main__":

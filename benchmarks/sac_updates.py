@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
 import time
-from pathlib import Path
 from typing import Any
 
-import flax
+import harness  # benchmarks/harness.py (the script's folder is on sys.path)
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
-import optax
 
 from fpc_jax.agents.sac.anchors import Anchors, placeholder_anchors
 from fpc_jax.agents.sac.losses import Batch
@@ -77,25 +71,21 @@ def _make_scan(num_steps: int):
 
 
 def bench_vmapped(num_runs: int, num_steps: int, reps: int) -> dict[str, float]:
-    """``num_runs`` runs x ``num_steps`` updates in one jitted ``vmap(scan(update))``."""
+    """``num_runs`` runs x ``num_steps`` updates in one jitted ``vmap(scan(update))``: lower +
+    compile timed alone, then a warm-up call and the best of ``reps`` calls (``harness.timed``)."""
     base = [_run_inputs(i % 8) for i in range(min(num_runs, 8))]
     args = stack_runs([base[i % len(base)] for i in range(num_runs)])
     fn = _make_scan(num_steps)
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))  # warm-up execution
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        out = compiled(*args)
-    jax.block_until_ready(out)
-    steady_s = time.perf_counter() - t0
-    total = num_runs * num_steps * reps / steady_s
+    compiled, compile_s = harness.clocked(lambda: fn.lower(*args).compile())
+    t = harness.timed(compiled, *args, repeats=reps)
+    steady_s = t["steady_s"]
+    total = num_runs * num_steps / steady_s
     return {
         "runs": num_runs,
         "steps_per_call": num_steps,
         "timed_calls": reps,
         "compile_s": compile_s,
+        "first_call_s": t["first_call_s"],
         "steady_s": steady_s,
         "updates_per_s_total": total,
         "updates_per_s_per_run": total / num_runs,
@@ -105,16 +95,15 @@ def bench_vmapped(num_runs: int, num_steps: int, reps: int) -> dict[str, float]:
 def bench_python_loop(num_runs: int, num_steps: int) -> dict[str, float]:
     """CleanRL/SBX style: one jitted update per Python call, runs looped in Python."""
     runs = [list(_run_inputs(i)) for i in range(num_runs)]
-    t0 = time.perf_counter()
-    state, _ = update(*runs[0])
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for step in range(num_steps):
-        for r in runs:
-            r[0], _ = update(r[0], *r[1:5], jax.random.fold_in(r[5], step))
-    jax.block_until_ready([r[0] for r in runs])
-    steady_s = time.perf_counter() - t0
+    _, compile_s = harness.clocked(update, *runs[0])
+
+    def loop() -> list[Any]:
+        for step in range(num_steps):
+            for r in runs:
+                r[0], _ = update(r[0], *r[1:5], jax.random.fold_in(r[5], step))
+        return [r[0] for r in runs]
+
+    _, steady_s = harness.clocked(loop)
     total = num_runs * num_steps / steady_s
     return {
         "runs": num_runs,
@@ -124,16 +113,6 @@ def bench_python_loop(num_runs: int, num_steps: int) -> dict[str, float]:
         "updates_per_s_total": total,
         "updates_per_s_per_run": total / num_runs,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _schedule(num_runs: int) -> tuple[int, int]:
@@ -175,20 +154,9 @@ def main() -> None:
         results.append(res)
         print(res, flush=True)
 
-    record = {
+    record = {  # device, platform, cpu, cpu_count, versions: harness.environment(), merged in
         "benchmark": "sac_updates",
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-        "device": str(jax.devices()[0]),
-        "platform": jax.default_backend(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "versions": {
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-            "python": platform.python_version(),
-        },
         "config": {
             "obs_dim": CONFIG.obs_dim,
             "act_dim": CONFIG.act_dim,
@@ -198,16 +166,15 @@ def main() -> None:
             "num_bc_states": NUM_BC_STATES,
             "coefs": ALL_ACTIVE,
             "data": "one fixed batch per run (replay sampling not included)",
+            "timing": "vmapped: compile_s = lower + compile; steady_s = the best of timed_calls "
+            "calls, each blocked on; python loop: steady_s = all steps of all runs, blocked on",
         },
         "python_loop_baseline": baseline,
         "vmapped": results,
         "skipped": skipped,
         "total_wall_s": time.perf_counter() - start,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {harness.write(args.out, record, key=None)}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: its helpers import
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "mjx_throughput", ROOT / "benchmarks/mjx_throughput.py"
     )
