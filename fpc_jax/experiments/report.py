@@ -25,6 +25,14 @@ METRICS = SEQUENCE_METRICS + APPLE_METRICS
 CURVES_FILES = ("finetune_curves.npz", "sweep_curves.npz")  # study/host_ppo, robotic_sequence
 LENGTH_FIELDS = {"finetune_steps", "seeds", "methods", "checkpoint_every", "workers", "out", "seed"}
 """Config fields that an extension or another invocation of one study may change."""
+TITLES = {
+    "far_success_min": "Far stages: min over fine-tuning",
+    "far_success_final": "Far stages: final",
+    "close_success_final": "Close stages: final",
+    "full_success_final": "Whole sequence: final",
+    "forgetting": "Forgetting",
+    "final_success": "Final success",
+}
 CSV_COLUMNS = ("method", "metric", "n", "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi")
 
 
@@ -59,10 +67,6 @@ class Study:
     @property
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.runs))
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
 
 
 def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -126,10 +130,6 @@ def aggregate(study: Study, metrics: Sequence[str], reps: int, seed: int) -> lis
                 row.update({name: float(p), f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
             out.append(row)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and merging
 
 
 def _read_summary(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -252,10 +252,6 @@ def merge(run_dirs: Sequence[str | Path]) -> Study:
     return Study(next(iter(kinds)), runs, notes, names, far)
 
 
-# ---------------------------------------------------------------------------------------------
-# Outputs
-
-
 def _cell(p: float, lo: float, hi: float) -> str:
     return "n/a" if math.isnan(p) else f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -299,7 +295,8 @@ def plot_bars(study: Study, rows: list[dict], metrics: Sequence[str], path: Path
             ax.barh(y, r["iqm"], color=colors[m], alpha=0.75, height=0.7)
             ax.errorbar(r["iqm"], y, xerr=err, color="k", capsize=3, linewidth=1)
             ax.text(r["iqm_hi"] + 0.02, y, f"{r['iqm']:.2f}", va="center", fontsize=7)
-        ax.set(title=k.replace("_", " "), xlim=(0, 1.18), xlabel="IQM (90% CI)")
+        title = TITLES[k] if k in APPLE_METRICS else f"{TITLES[k]}\n({k})"
+        ax.set(title=title, xlim=(0, 1.18), xlabel="IQM (90% CI)")
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
         ticks = [f"{m} ({by[(m, k)]['n']})" for m in methods]
         ax.set_yticks(ys, ticks if ax is axes[0, 0] else [""] * len(methods))
