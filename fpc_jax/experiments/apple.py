@@ -16,7 +16,7 @@ import tqdm
 from fpc_jax.agents.reinforce import ReinforceHyper, ReinforceStatic, make_train
 from fpc_jax.envs.apple_retrieval import AppleParams
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import plotting, results
+from fpc_jax.experiments import multihost, plotting, results, sharding
 
 SUMMARY_COLUMNS = [
     "M", "c", "seed", "final_success", "phase2_success_pretrained", "phase2_success_min",
@@ -151,6 +151,7 @@ def run(cfg: AppleConfig, log=print, progress: bool = False) -> dict[str, np.nda
     hyper, params, keys = run_inputs(cfg)
     fn = compiled_sweep(cfg.static())
     n = keys.shape[0]
+    hyper, params, keys = sharding.shard_runs(sharding.runs_mesh(n), (hyper, params, keys))
     t0 = time.perf_counter()
     log(f"[apple] compiling one program for {len(cfg.grid)} grid points x {cfg.seeds} seeds ...")
     lowered = fn.lower(hyper, params, keys)
@@ -167,6 +168,7 @@ def run(cfg: AppleConfig, log=print, progress: bool = False) -> dict[str, np.nda
         finally:
             _PROGRESS.pop()
     t2 = time.perf_counter()
+    out = multihost.fetch(out)
     log(f"[apple] ran in {t2 - t1:.1f}s")
     shape = (len(cfg.grid), cfg.seeds)
     host = {k: np.asarray(v).reshape(*shape, *v.shape[1:]) for k, v in out.items()}
@@ -255,10 +257,10 @@ def main(cfg: AppleConfig, out_dir: str | Path, log=print) -> Path:
     """Run the sweep and write config.yaml, summary.csv, curves.npz, fig3.png, run_info.json."""
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    out = run(cfg, log=log, progress=True)
+    out = run(cfg, log=log, progress=multihost.is_main())
     rows = summarize(cfg, out)
     results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
-    np.savez_compressed(
+    multihost.main_only(np.savez_compressed)(
         out_dir / "curves.npz",
         grid_M=np.array([g[0] for g in cfg.grid]),
         grid_c=np.array([g[1] for g in cfg.grid]),

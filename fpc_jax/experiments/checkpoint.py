@@ -9,6 +9,10 @@ Layout of a policy checkpoint directory::
 Loading checks the format version and that the architecture matches the one requested, and says
 which field differs. Resumable run states (``save_runs``/``load_runs``) hold a whole batched
 pytree plus the chunk index it was saved after.
+
+Multi-process runs (docs/multihost.md): every process calls the save functions, orbax's
+multi-process save writes each process's shards and process 0 the metadata; every process then
+reads the whole directory on resume, so it must be on a filesystem shared by all processes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orbax.checkpoint as ocp
 
 from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.update import SACHyper, SACTrainState, init_train_state
+from fpc_jax.experiments import multihost, sharding
 
 FORMAT_VERSION = 1
 _ARCH_FIELDS = (
@@ -33,8 +38,30 @@ _ARCH_FIELDS = (
 )  # fmt: skip
 
 
+SHARED_FS_HINT = (
+    "every process must see the same output and checkpoint directories: put them on a filesystem "
+    "shared by all hosts (docs/multihost.md)"
+)
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, of another format, or does not match the requested setup."""
+
+
+def _save(path: Path, tree: Any) -> None:
+    """Orbax save; with several processes, a multi-process save of global arrays (each process
+    writes the shards it holds; orbax refuses process-local arrays there)."""
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path, sharding.make_global(tree) if jax.process_count() > 1 else tree)
+    ckptr.wait_until_finished()
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+    """A restoring orbax checkpointer private to this process (no cross-process barriers): each
+    process reads the whole state, ``sharding.shard_runs`` then keeps its part."""
+    me = jax.process_index()
+    options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.StandardCheckpointer(multiprocessing_options=options)
 
 
 def sac_config_to_dict(config: SACConfig) -> dict[str, Any]:
@@ -59,22 +86,24 @@ def _abs(path: str | Path) -> Path:
 
 
 def save_policy(path: str | Path, state: SACTrainState, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists)."""
+    """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists). In a
+    multi-process run every process calls it and returns once it is written."""
     path = _abs(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    arrays = jax.tree.map(jnp.asarray, state)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(path / "state", arrays)
-    ckptr.wait_until_finished()
-    full_meta = {
-        "format_version": FORMAT_VERSION,
-        "kind": "fpc_jax.sac_policy",
-        "sac_config": sac_config_to_dict(state.config),
-        **(meta or {}),
-    }
-    (path / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
+    if multihost.is_main():
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+    multihost.barrier(f"fpc_jax save_policy {path}")
+    _save(path / "state", jax.tree.map(jnp.asarray, state))
+    if multihost.is_main():
+        full_meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": "fpc_jax.sac_policy",
+            "sac_config": sac_config_to_dict(state.config),
+            **(meta or {}),
+        }
+        (path / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
+    multihost.barrier(f"fpc_jax saved policy {path}")
     return path
 
 
@@ -117,41 +146,50 @@ def load_policy(path: str | Path, expected: SACConfig | None = None) -> PolicyCh
         lambda: init_train_state(config, SACHyper.create(config.act_dim), jax.random.key(0))
     )
     try:
-        state = ocp.StandardCheckpointer().restore(path / "state", target)
+        state = _checkpointer().restore(path / "state", _on_this_process(target))
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be restored: {e}") from e
     return PolicyCheckpoint(config=config, state=state, meta=meta)
 
 
 def save_runs(path: str | Path, tree: Any, info: dict[str, Any]) -> None:
-    """Atomically write a batched run-state pytree and ``info`` (e.g. chunks done, config)."""
+    """Atomically write a batched run-state pytree and ``info`` (e.g. chunks done, config). In a
+    multi-process run every process calls it and writes its own shards of the runs."""
     path = _abs(path)
+    info = {**info, "process_count": jax.process_count(), "device_count": jax.device_count()}
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp / "state", _drop_empty(jax.tree.map(jnp.asarray, tree)))
-    ckptr.wait_until_finished()
-    (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    if multihost.is_main():
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    multihost.barrier(f"fpc_jax save_runs {path}")
+    _save(tmp / "state", _drop_empty(jax.tree.map(jnp.asarray, tree)))
+    if multihost.is_main():
+        (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
 
 
 def load_runs(path: str | Path, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restore a batched run state saved by ``save_runs`` into the structure of ``target``."""
     path = _abs(path)
     info = json.loads((path / "info.json").read_text())
-    abstract = _drop_empty(jax.tree.map(ocp.utils.to_shape_dtype_struct, target))
+    abstract = _on_this_process(_drop_empty(jax.tree.map(ocp.utils.to_shape_dtype_struct, target)))
     try:
-        tree = ocp.StandardCheckpointer().restore(path / "state", abstract)
+        tree = _checkpointer().restore(path / "state", abstract)
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"run checkpoint {str(path)!r} does not match this run: {e}") from e
     leaves, treedef = jax.tree.flatten(target)
     got = jax.tree.leaves(tree, is_leaf=lambda x: x is None)
     tree = treedef.unflatten([t if g is None else g for t, g in zip(leaves, got, strict=True)])
     return tree, info
+
+
+def _on_this_process(abstract: Any) -> Any:
+    """Restore targets on this process's first device: the saved sharding names process 0's."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
 
 
 def _drop_empty(tree: Any) -> Any:

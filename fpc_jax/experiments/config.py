@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from fpc_jax.experiments.multihost import main_only
+
 C = TypeVar("C")
 
 
@@ -192,8 +194,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
+@main_only
 def dump(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
+    """Write the resolved config as YAML (process 0 of a multi-process run)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

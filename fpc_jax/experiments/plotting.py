@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
+from fpc_jax.experiments.multihost import is_main
 from fpc_jax.experiments.results import mean_ci90
 
 
@@ -29,8 +30,10 @@ def errorbars(ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, color=None) -
 
 
 def save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    """Write ``fig`` (process 0 of a multi-process run) and close it."""
+    if is_main():
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fpc_jax.experiments.multihost import main_only
+
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
 
 
@@ -22,6 +24,7 @@ def make_run_dir(out: str | Path) -> Path:
     return path
 
 
+@main_only
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Write ``rows`` with the given column order; floats keep 6 significant digits."""
 
@@ -60,6 +63,7 @@ def environment_info() -> dict[str, Any]:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
         "device_kind": jax.devices()[0].device_kind,
     }
     try:
@@ -78,6 +82,7 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
+@main_only
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
