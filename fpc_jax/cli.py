@@ -211,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Merge study run dirs; per method IQM, mean, 90%% bootstrap CIs; a table, figures",
     )
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir (or a summary CSV)")
-    rp.add_argument("--out", type=Path, default=Path("runs/report"))
+    rp.add_argument("--out", type=Path, default=Path("runs/report"), help="output directory")
     rp.add_argument("--metric", action="append", default=None, metavar="METRIC",
-                    choices=_report_metrics(), help="repeatable; default: every metric of the "
-                    "study kind")  # fmt: skip
+                    choices=_report_metrics(), help="one of %(choices)s; repeatable; default: "
+                    "every metric of the study kind")  # fmt: skip
     rp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     rp.add_argument("--seed", type=int, default=0, help="bootstrap PRNG seed")
     return parser
