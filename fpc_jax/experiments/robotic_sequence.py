@@ -56,7 +56,7 @@ from fpc_jax.retention import terms
 @dataclasses.dataclass(frozen=True)
 class RoboticSequenceConfig(study_config.SACStudyConfig):
     """Schema of ``configs/robotic_sequence/*.yaml``: the SAC study fields plus the Meta-World
-    sequence. Defaults follow PAPER_FACTS sections 2-4."""
+    sequence. Defaults follow docs/paper_facts.md sections 2-4."""
 
     name: str = study_config.option("robotic_sequence", "experiment name")
     env: str = study_config.option("metaworld/robotic_sequence", "host env (CPU Meta-World)")

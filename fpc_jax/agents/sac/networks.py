@@ -52,7 +52,7 @@ def _check_activation(name: str) -> None:
 class SACConfig:
     """Static SAC configuration: shapes and architecture (all ``pytree_node=False``).
 
-    Defaults follow Continual World (PAPER_FACTS section 3): 4x256 MLP, layer 1 Dense ->
+    Defaults follow Continual World (docs/paper_facts.md section 3): 4x256 MLP, layer 1 Dense ->
     LayerNorm -> tanh ("tanh_layernorm"), later layers Dense -> leaky_relu(0.2), batch 128.
     """
 

@@ -43,7 +43,7 @@ class SACHyper:
         target_entropy: float | None = None,
         init_log_alpha: float = 1.0,
     ) -> SACHyper:
-        """Continual World defaults (PAPER_FACTS section 3); target entropy
+        """Continual World defaults (docs/paper_facts.md section 3); target entropy
         ``act_dim * ln(0.089 sqrt(2 pi e))`` unless given."""
         if target_entropy is None:
             target_entropy = default_target_entropy(act_dim)
