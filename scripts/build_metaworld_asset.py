@@ -3,7 +3,8 @@
 The papers pre-train with multi-task SAC on peg-unplug-side and push-wall (docs/paper_facts.md
 section 2); this builds an equivalent start point far more cheaply: behavioural cloning of
 Meta-World's scripted experts (DART-style noisy rollouts, Laskey et al. 2017), then a SAC TD
-warm-up of the twin critic with the actor frozen. docs/pretrained_asset.md records how and what it measures.
+warm-up of the twin critic with the actor frozen. docs/pretrained_asset.md records how and what
+it measures.
 
 Rebuild: ``python scripts/build_metaworld_asset.py --out fpc_jax/assets/robotic_sequence_far``
 """
