@@ -5,14 +5,16 @@
 #       peaks that size naconmax / njmax, and the real metaworld on CPU in the same run;
 #   (b) sac_updates.py: SAC updates/s vs vmapped runs 1..1024 on the GPU;
 #   (c) robotic_sequence_throughput.py: the study loop with the Meta-World physics on the
-#       machine's CPU cores (one worker per core) and the updates on the GPU.
+#       machine's CPU cores (one worker per core) and the updates on the GPU;
+#   (d) ppo_runs.py: PPO agent steps/s on key-door rooms (env + PPO + KS/BC/EWC in one program)
+#       vs vmapped runs 1..1024, with a per-run Python loop of the same chunk as the baseline.
 # Each writes <benchmark>_<device kind>.json into the output directory, next to a log.
 #
 #   bash benchmarks/gpu_session.sh MODE [OUT_DIR]
 #
 #   all     check, then (a), (b), (c)
 #   mjx     check, then (a)
-#   agent   (b) and (c)
+#   agent   (b), (c) and (d)
 #   check   GPU, library versions, imports, one Warp kernel on cuda:0; measures nothing
 #
 # Needs an NVIDIA GPU with its driver and a Python holding JAX for CUDA plus this package's
@@ -25,7 +27,7 @@
 #   PY       the Python (default python3)
 #   TIME_S   wall-clock budget of the whole command in seconds (default 3600): each stage is cut
 #            at what is left, and (a) gets a --budget-s that ends it in time
-#   MJX_ARGS, SAC_ARGS, RS_ARGS   extra arguments of (a), (b), (c), appended (they override
+#   MJX_ARGS, SAC_ARGS, RS_ARGS, PPO_ARGS   extra arguments of (a)-(d), appended (they override
 #            this script's); e.g. MJX_ARGS="--resume" measures only what an earlier (a) JSON in
 #            OUT lacks
 # Record a run by copying the JSONs into benchmarks/results/.
@@ -212,6 +214,9 @@ run_agent() {
   stage robotic_sequence_throughput 330 "$PY" benchmarks/robotic_sequence_throughput.py \
     --runs "$w,$((4 * w))" --workers "$w" --bursts 2 --baseline-procs "$w" \
     --out "$OUT/robotic_sequence_$kind.json" ${RS_ARGS:-}
+  # shellcheck disable=SC2086
+  stage ppo_runs 400 "$PY" benchmarks/ppo_runs.py --runs 1,16,128,1024 --loop-runs 1,16 \
+    --out "$OUT/ppo_runs_$kind.json" ${PPO_ARGS:-}
 }
 
 case "$MODE" in
