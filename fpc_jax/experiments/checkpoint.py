@@ -86,8 +86,19 @@ def _abs(path: str | Path) -> Path:
 
 
 def save_policy(path: str | Path, state: SACTrainState, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists). In a
-    multi-process run every process calls it and returns once it is written."""
+    """Write ``state`` (unbatched) and metadata to ``path`` (replaced if it exists)."""
+    full_meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": "fpc_jax.sac_policy",
+        "sac_config": sac_config_to_dict(state.config),
+        **(meta or {}),
+    }
+    return write_state_dir(path, state, full_meta)
+
+
+def write_state_dir(path: str | Path, state: Any, meta: dict[str, Any]) -> Path:
+    """Replace ``path`` by ``state/`` (orbax) and ``meta.json``: a policy checkpoint of any agent
+    family. In a multi-process run every process calls it and returns once it is written."""
     path = _abs(path)
     if multihost.is_main():
         if path.exists():
@@ -96,15 +107,15 @@ def save_policy(path: str | Path, state: SACTrainState, meta: dict[str, Any] | N
     multihost.barrier(f"fpc_jax save_policy {path}")
     _save(path / "state", jax.tree.map(jnp.asarray, state))
     if multihost.is_main():
-        full_meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": "fpc_jax.sac_policy",
-            "sac_config": sac_config_to_dict(state.config),
-            **(meta or {}),
-        }
-        (path / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
+        (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     multihost.barrier(f"fpc_jax saved policy {path}")
     return path
+
+
+def restore_state(path: str | Path, target: Any) -> Any:
+    """Restore the orbax ``state/`` written by ``write_state_dir`` into ``target``'s structure
+    (shapes and dtypes), on this process alone; orbax's errors pass through."""
+    return _checkpointer().restore(_abs(path) / "state", _on_this_process(target))
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -146,7 +157,7 @@ def load_policy(path: str | Path, expected: SACConfig | None = None) -> PolicyCh
         lambda: init_train_state(config, SACHyper.create(config.act_dim), jax.random.key(0))
     )
     try:
-        state = _checkpointer().restore(path / "state", _on_this_process(target))
+        state = restore_state(path, target)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be restored: {e}") from e
     return PolicyCheckpoint(config=config, state=state, meta=meta)

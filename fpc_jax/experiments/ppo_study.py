@@ -10,14 +10,10 @@ vmapped program from that checkpoint, with the same outputs as the SAC studies.
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import orbax.checkpoint as ocp
 
 from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
 from fpc_jax.agents.ppo.networks import PPOConfig, make_policy
@@ -173,17 +169,9 @@ def _config_from_dict(d: dict[str, Any]) -> PPOConfig:
 
 def save_policy(path: Path, state: PPOTrainState, meta: dict[str, Any]) -> Path:
     """Write an unbatched PPO train state and ``meta`` to ``path`` (replaced if it exists)."""
-    path = Path(path).expanduser().resolve()
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(path / "state", jax.tree.map(jnp.asarray, state))
-    ckptr.wait_until_finished()
     full = {"format_version": ckpt.FORMAT_VERSION, "kind": PPO.kind,
             "ppo_config": _config_to_dict(state.config), **meta}  # fmt: skip
-    (path / "meta.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
-    return path
+    return ckpt.write_state_dir(path, state, full)  # multi-process: docs/multihost.md
 
 
 def load_policy(path: Path, expected: PPOConfig | None) -> ckpt.PolicyCheckpoint:
@@ -207,7 +195,7 @@ def load_policy(path: Path, expected: PPOConfig | None) -> ckpt.PolicyCheckpoint
         )
     target = jax.eval_shape(lambda: init_train_state(config, PPOHyper.create(), jax.random.key(0)))
     try:
-        state = ocp.StandardCheckpointer().restore(path / "state", target)
+        state = ckpt.restore_state(path, target)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise ckpt.CheckpointError(f"checkpoint {str(path)!r} could not be restored: {e}") from e
     return ckpt.PolicyCheckpoint(config=config, state=state, meta=meta)
