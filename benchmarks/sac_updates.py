@@ -78,17 +78,14 @@ def bench_vmapped(num_runs: int, num_steps: int, reps: int) -> dict[str, float]:
     fn = _make_scan(num_steps)
     compiled, compile_s = harness.clocked(lambda: fn.lower(*args).compile())
     t = harness.timed(compiled, *args, repeats=reps)
-    steady_s = t["steady_s"]
-    total = num_runs * num_steps / steady_s
     return {
         "runs": num_runs,
         "steps_per_call": num_steps,
         "timed_calls": reps,
         "compile_s": compile_s,
         "first_call_s": t["first_call_s"],
-        "steady_s": steady_s,
-        "updates_per_s_total": total,
-        "updates_per_s_per_run": total / num_runs,
+        "steady_s": t["steady_s"],
+        **_rates(num_runs, num_steps, t["steady_s"]),
     }
 
 
@@ -104,15 +101,18 @@ def bench_python_loop(num_runs: int, num_steps: int) -> dict[str, float]:
         return [r[0] for r in runs]
 
     _, steady_s = harness.clocked(loop)
-    total = num_runs * num_steps / steady_s
     return {
         "runs": num_runs,
         "steps": num_steps,
         "compile_plus_first_s": compile_s,
         "steady_s": steady_s,
-        "updates_per_s_total": total,
-        "updates_per_s_per_run": total / num_runs,
+        **_rates(num_runs, num_steps, steady_s),
     }
+
+
+def _rates(num_runs: int, updates_per_run: int, seconds: float) -> dict[str, float]:
+    total = num_runs * updates_per_run / seconds
+    return {"updates_per_s_total": total, "updates_per_s_per_run": total / num_runs}
 
 
 def _schedule(num_runs: int) -> tuple[int, int]:

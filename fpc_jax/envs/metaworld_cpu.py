@@ -23,6 +23,7 @@ from fpc_jax.envs.metaworld_tasks import (
     MetaWorldSequenceConfig,
     StageEnv,
     check_tasks,
+    sequence_config,
     single_stage_config,
 )
 from fpc_jax.envs.registry import make_backend, register, register_backend
@@ -43,6 +44,7 @@ __all__ = [
     "check_tasks",
     "env_seeds",
     "make_sequence",
+    "sequence_config",
     "single_stage_config",
 ]
 
@@ -81,13 +83,7 @@ def make_sequence(
     ``backend="cpu"`` returns ``(MetaWorldSequence, config)``, or ``(MetaWorldSequenceVec, config)``
     when ``num_envs`` is given (``seed``, ``workers`` pass through).
     """
-    config = MetaWorldSequenceConfig(
-        tasks=tuple(tasks),
-        stage_ids=None if stage_ids is None else tuple(stage_ids),
-        T=T,
-        beta=beta,
-        randomization=randomization,
-    )
+    config = sequence_config(tasks, stage_ids, T, beta, randomization)
     return make_backend(FAMILY, backend, config, **kw)
 
 

@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 
 from fpc_jax.envs.metaworld_episode import INFO_KEYS, MetaWorldSequence, env_seeds
-from fpc_jax.envs.metaworld_tasks import ACTION_SIZE, DEFAULT_TASKS, MetaWorldSequenceConfig
+from fpc_jax.envs.metaworld_tasks import (
+    ACTION_SIZE,
+    DEFAULT_TASKS,
+    MetaWorldSequenceConfig,
+    sequence_config,
+)
 
 
 class _Batch:
@@ -86,13 +91,7 @@ class MetaWorldSequenceVec:
         start_method: str = "forkserver",
     ) -> None:
         if config is None:
-            config = MetaWorldSequenceConfig(
-                tasks=tuple(tasks),
-                stage_ids=None if stage_ids is None else tuple(stage_ids),
-                T=T,
-                beta=beta,
-                randomization=randomization,
-            )
+            config = sequence_config(tasks, stage_ids, T, beta, randomization)
         if num_envs < 1 or not 0 <= workers <= num_envs:
             raise ValueError(
                 f"need num_envs >= 1 and 0 <= workers <= num_envs, got {num_envs=}, {workers=}"

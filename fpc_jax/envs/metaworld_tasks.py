@@ -88,6 +88,23 @@ class MetaWorldSequenceConfig:
         return len(self.tasks)
 
 
+def sequence_config(
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    stage_ids: Sequence[int] | None = None,
+    T: int = 200,
+    beta: float = 1.5,
+    randomization: str = "uniform",
+) -> MetaWorldSequenceConfig:
+    """``MetaWorldSequenceConfig`` from any sequences of task names and stage ids."""
+    return MetaWorldSequenceConfig(
+        tasks=tuple(tasks),
+        stage_ids=None if stage_ids is None else tuple(stage_ids),
+        T=T,
+        beta=beta,
+        randomization=randomization,
+    )
+
+
 def single_stage_config(config: MetaWorldSequenceConfig, k: int) -> MetaWorldSequenceConfig:
     """Stage ``k`` of ``config`` run alone with its global head index (per-stage evaluation)."""
     return dataclasses.replace(config, tasks=(config.tasks[k],), stage_ids=(config.stage_ids[k],))
