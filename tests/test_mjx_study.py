@@ -59,7 +59,8 @@ def test_smoke_study_writes_results(smoke):
     rows = _rows(smoke)
     assert [(r["method"], r["seed"]) for r in rows] == [(m, "0") for m in METHODS]
     for r in rows:
-        for k in sac_study.SUMMARY_COLUMNS[2:]:
+        assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
+        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
             assert np.isfinite(float(r[k])), (k, r)
     curves = np.load(smoke / "finetune_curves.npz")
     # one chunk + the final evaluation; 2 runs; 4 heads

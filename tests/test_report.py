@@ -58,7 +58,8 @@ def _study_dir(path: Path, method_seeds, value: float, steps: int, base_seed: in
         w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
         w.writeheader()
         for m, s in method_seeds:
-            w.writerow({c: value for c in SUMMARY_COLUMNS} | {"method": m, "seed": s})
+            row = {c: value for c in SUMMARY_COLUMNS} | {"method": m, "seed": s}
+            w.writerow(row | {"nonfinite_at": ""})
     labels = [list(ms) for ms in method_seeds]
     (path / "run_info.json").write_text(json.dumps({"labels": labels, "env_steps_per_run": steps}))
     (path / "config.yaml").write_text(f"name: t\nseed: {base_seed}\nsteps_per_chunk: 100\n")
@@ -103,9 +104,9 @@ def test_report_writes_curves_for_merged_dirs(tmp_path):
 def test_cli_on_key_door_main(tmp_path, capsys):
     out = tmp_path / "rep"
     assert cli.main(["report", str(KEY_DOOR), "--out", str(out), "--reps", "300"]) == 0
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "fig_bars.png"}
+    names = {"report.md", "report.csv", "fig_bars.png", "fig_curves.png"}
+    assert {p.name for p in out.iterdir()} == names  # the recorded run has its curves
     md = (out / "report.md").read_text()
-    assert "no finetune_curves.npz or sweep_curves.npz" in md  # recorded without curves
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert [ln.split(" | ")[0][2:] for ln in table[1:]] == ["ft", "ks", "bc", "ewc", "scratch"]
     with open(out / "report.csv") as f:
@@ -152,3 +153,41 @@ def test_apple_summary(tmp_path):
     md = (out / "report.md").read_text()
     assert "| M=5, c=0.5 | 2 |" in md and "| M=10, c=0.5 | 1 |" in md
     assert not (out / "fig_curves.png").exists()
+
+
+def test_nonfinite_runs_are_flagged_and_left_out(tmp_path):
+    """A run whose training statistics become NaN is flagged in summary.csv (the chunk) and left
+    out of the printed means and of the report."""
+    import types
+
+    from fpc_jax.experiments import study_report
+
+    rows_, runs, heads = 3, 2, 4
+    curves = {
+        "eval/stage_success": np.full((rows_, runs, heads), 0.5),
+        "eval/all_solved": np.full((rows_, runs), 0.5),
+        "eval/stages_solved_frac": np.full((rows_, runs), 0.5),
+        "train/actor/loss": np.ones((rows_, runs)),
+    }
+    curves["train/actor/loss"][-1] = np.nan  # the final evaluation has no training: not a flag
+    curves["train/actor/loss"][1, 1] = np.inf  # run 1 breaks in chunk 2
+    curves["eval/stage_success"][:, 1] = 0.0
+    env = types.SimpleNamespace(num_heads=heads)
+    rows = study_report.summarize([("ft", 0), ("ft", 1)], curves, (2, 3), env)
+    assert [r["nonfinite_at"] for r in rows] == ["", 2]
+    said = []
+    lines = study_report.table(types.SimpleNamespace(methods=["ft"]), rows, log=said.append)
+    assert "ft seed 1" in said[0] and "chunk 2" in said[0]
+    assert lines[1].split()[1:] == ["0.500", "0.500", "0.500", "0.500"]  # run 0 alone
+    d = tmp_path / "run"
+    d.mkdir()
+    cols = study_report.SUMMARY_COLUMNS
+    with open(d / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    from fpc_jax import cli
+
+    assert cli.main(["report", str(d), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| ft | 1 |" in text

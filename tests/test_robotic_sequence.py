@@ -99,7 +99,8 @@ def test_sweep_smoke(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
     for r in rows:
-        for k in sac_study.SUMMARY_COLUMNS[2:]:
+        assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
+        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
             assert 0.0 <= float(r[k]) <= 1.0
     curves = np.load(tmp_path / "sweep_curves.npz")
     assert curves["eval/stage_success"].shape == (2, 2, 4)

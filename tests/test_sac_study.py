@@ -53,7 +53,8 @@ def test_finetune_writes_summary_and_plots(finetuned):
     assert set(sac_study.SUMMARY_COLUMNS) <= set(rows[0])
     assert [(r["method"], r["seed"]) for r in rows[:3]] == [("ft", "0"), ("ft", "1"), ("ewc", "0")]
     for r in rows:
-        for k in sac_study.SUMMARY_COLUMNS[2:]:
+        assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
+        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
             assert 0.0 <= float(r[k]) <= 1.0, (k, r)
         assert float(r["far_success_min"]) <= float(r["far_success_pretrained"]) + 1e-9
     for name in ("fig_sequence.png", "fig_stages.png", "config.yaml", "run_info.json"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,10 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
     labels = [tuple(lab) for lab in info.get("labels", [])]
     runs = []
     for i, r in enumerate(rows):
+        if r.get("nonfinite_at") not in (None, ""):
+            print(f"[report] warning: {summary}: run {r['method']} seed {r['seed']} became "
+                  f"non-finite in chunk {r['nonfinite_at']}; left out", file=sys.stderr)
+            continue
         method = r["method"] if kind == "sequence" else f"M={r['M']}, c={r['c']}"
         run = Run(method, int(float(r["seed"])), {c: _float(r.get(c)) for c in need}, summary,
                   steps, order, int(cfg.get("seed") or 0))  # fmt: skip

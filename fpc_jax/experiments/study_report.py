@@ -12,12 +12,43 @@ from fpc_jax.experiments import plotting
 
 SUMMARY_COLUMNS = [
     "method", "seed", "full_success_final", "stages_solved_final", "far_success_pretrained",
-    "far_success_min", "far_success_final", "close_success_final",
+    "far_success_min", "far_success_final", "close_success_final", "nonfinite_at",
 ]  # fmt: skip
+"""``nonfinite_at``: '' for a healthy run; else the chunk (evaluation row, 1-based) in which a
+training statistic of the run first became NaN or inf; such runs are left out of every mean."""
+
+
+def nonfinite_rows(curves: dict[str, np.ndarray]) -> np.ndarray:
+    """(runs,) the 1-based chunk in which each run's training statistics (``train/*``, all rows
+    but the final evaluation, which has none) or evaluations (``eval/*``) first became non-finite;
+    0 where all are finite."""
+    n_rows, n_runs = curves["eval/stage_success"].shape[:2]
+    bad = np.zeros((n_rows, n_runs), bool)
+    for k, v in curves.items():
+        v = np.asarray(v)
+        if v.shape[:2] != (n_rows, n_runs) or not np.issubdtype(v.dtype, np.number):
+            continue  # not a per-run curve
+        v = v.astype(np.float64).reshape(n_rows, n_runs, -1)
+        if k.startswith("train/"):
+            bad[:-1] |= ~np.isfinite(v[:-1]).all(-1)
+        elif k.startswith("eval/"):
+            bad |= ~np.isfinite(v).all(-1)
+    first = np.argmax(bad, axis=0) + 1
+    return np.where(bad.any(0), first, 0)
+
+
+def healthy(rows: list[dict[str, Any]], log=print) -> list[dict[str, Any]]:
+    """The rows without a ``nonfinite_at`` flag; a warning names each row left out."""
+    bad = [r for r in rows if r.get("nonfinite_at") not in (None, "", 0, "0")]
+    for r in bad:
+        log(f"warning: run {r['method']} seed {r['seed']} became non-finite in chunk "
+            f"{r['nonfinite_at']}; left out of the means")  # fmt: skip
+    return [r for r in rows if r not in bad]
 
 
 def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
     stage = curves["eval/stage_success"]  # (evals, runs, heads)
+    flags = nonfinite_rows(curves)
     far_curve = stage[:, :, list(far)].mean(-1)
     close = [k for k in range(env.num_heads) if k not in far]
     rows = []
@@ -30,15 +61,21 @@ def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
             "far_success_min": float(far_curve[:, i].min()),
             "far_success_final": float(far_curve[-1, i]),
             "close_success_final": float(stage[-1, i, close].mean()) if close else float("nan"),
+            "nonfinite_at": int(flags[i]) if flags[i] else "",
         })  # fmt: skip
     return rows
 
 
-def table(cfg: Any, rows) -> list[str]:
+def table(cfg: Any, rows, log=print) -> list[str]:
+    """Per-method means of the healthy runs (``healthy``: non-finite runs are left out)."""
     cols = ("full_success_final", "far_success_pretrained", "far_success_min", "far_success_final")
     lines = [f"{'method':>8} " + " ".join(f"{c:>22}" for c in cols)]
+    rows = healthy(rows, log)
     for m in cfg.methods:
         sel = [r for r in rows if r["method"] == m]
+        if not sel:
+            lines.append(f"{m:>8} (every run non-finite)")
+            continue
         lines.append(f"{m:>8} " + " ".join(f"{np.mean([r[c] for r in sel]):>22.3f}" for c in cols))
     return lines
 
