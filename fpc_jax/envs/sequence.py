@@ -5,7 +5,7 @@ Implements docs/sequence_semantics.md, after Algorithm 1 of Wolczyk et al. 2023.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import chex
@@ -83,8 +83,23 @@ def single_stage_params(params: SequenceParams, k: jax.Array | int) -> SequenceP
     )
 
 
-def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+def select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """``on_true`` where ``pred`` else ``on_false``, leaf by leaf (an auto-reset's state choice)."""
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def episode_params_sampler(
+    episode_mode: str, stage_pool: jax.Array
+) -> Callable[[jax.Array, SequenceParams], SequenceParams]:
+    """Params of a new training episode: ``"sequence"`` plays ``params`` as they are, ``"single"``
+    one stage drawn uniformly from ``stage_pool`` with its own head (pre-training on Far)."""
+
+    def fn(key: jax.Array, params: SequenceParams) -> SequenceParams:
+        if episode_mode == "sequence":
+            return params
+        return single_stage_params(params, jax.random.choice(key, stage_pool))
+
+    return fn
 
 
 class SequenceEnv:
@@ -169,10 +184,10 @@ class SequenceEnv:
             stages_solved=state.stages_solved + success.astype(jnp.int32),
             done=terminated | time_out,
             obs=self._obs(jnp.where(advance, new_obs, sub_obs), t_next, params),
-            sub=_select(advance, new_sub, sub_state),
+            sub=select(advance, new_sub, sub_state),
         )
         live = ~state.done
-        next_state = _select(live, stepped, state)
+        next_state = select(live, stepped, state)
         info = {
             "stage": state.stage,
             "stage_success": success & live,

@@ -18,7 +18,12 @@ from flax import struct
 
 from fpc_jax.agents.ppo.networks import PPOConfig, PPONetworks, sample_action
 from fpc_jax.agents.ppo.update import PPOTrainState
-from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, single_stage_params
+from fpc_jax.envs.sequence import (
+    SequenceEnv,
+    SequenceParams,
+    episode_params_sampler,
+    select,
+)
 
 PyTree = Any
 
@@ -152,19 +157,9 @@ class RunState:
         return self.ppo.actor_params
 
 
-def _select(pred: jax.Array, a: PyTree, b: PyTree) -> PyTree:
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
 def episode_params_fn(static: LoopStatic, stage_pool: jax.Array) -> Callable[..., SequenceParams]:
-    """Params of a new training episode: the whole sequence, or one stage drawn from the pool."""
-
-    def fn(key: jax.Array, params: SequenceParams) -> SequenceParams:
-        if static.episode_mode == "sequence":
-            return params
-        return single_stage_params(params, jax.random.choice(key, stage_pool))
-
-    return fn
+    """Params of a new training episode (``sequence.episode_params_sampler``)."""
+    return episode_params_sampler(static.episode_mode, stage_pool)
 
 
 def init_run_state(
@@ -275,8 +270,8 @@ def make_env_step(
         solved = next_state.stages_solved
         stats = (done, jnp.where(done, solved, 0), done & (solved >= ep_params.num_stages))
         return (
-            _select(done, reset_state, next_state),
-            _select(done, new_ep_params, ep_params),
+            select(done, reset_state, next_state),
+            select(done, new_ep_params, ep_params),
             transition,
             stats,
         )

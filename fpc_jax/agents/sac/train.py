@@ -27,7 +27,13 @@ from fpc_jax.agents.sac.networks import (
 )
 from fpc_jax.agents.sac.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from fpc_jax.agents.sac.update import SACHyper, SACTrainState, update_step
-from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, single_stage_params
+from fpc_jax.envs.sequence import (
+    SequenceEnv,
+    SequenceParams,
+    episode_params_sampler,
+    select,
+    single_stage_params,
+)
 from fpc_jax.retention.penalties import RetentionCoefs
 
 PyTree = Any
@@ -90,20 +96,9 @@ def transition_example(obs_dim: int, act_dim: int) -> Batch:
     )
 
 
-def _select(pred: jax.Array, a: PyTree, b: PyTree) -> PyTree:
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
 def episode_params_fn(static: LoopStatic, stage_pool: jax.Array) -> Callable[..., SequenceParams]:
-    """Params of a new training episode: the whole sequence, or one stage drawn from the pool."""
-
-    def fn(key: jax.Array, params: SequenceParams) -> SequenceParams:
-        if static.episode_mode == "sequence":
-            return params
-        k = jax.random.choice(key, stage_pool)
-        return single_stage_params(params, k)
-
-    return fn
+    """Params of a new training episode (``sequence.episode_params_sampler``)."""
+    return episode_params_sampler(static.episode_mode, stage_pool)
 
 
 def init_run_state(
@@ -250,8 +245,8 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
         solved = next_state.stages_solved
         run = run.replace(
             buffer=buffer_add(run.buffer, transition),
-            env_state=_select(done, reset_state, next_state),
-            episode_params=_select(done, ep_params, run.episode_params),
+            env_state=select(done, reset_state, next_state),
+            episode_params=select(done, ep_params, run.episode_params),
             episodes=run.episodes + done,
             stages_solved_sum=run.stages_solved_sum + jnp.where(done, solved, 0),
             all_solved_sum=run.all_solved_sum + (done & (solved >= run.episode_params.num_stages)),
