@@ -10,8 +10,7 @@ from fpc_jax.agents.ppo.update import PPOHyper
 from fpc_jax.envs import ale_montezuma as mz
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import ppo_study
-from fpc_jax.experiments.study_config import RetentionOverrides, option, parse_method
-from fpc_jax.retention import terms
+from fpc_jax.experiments.study_config import RetentionOverrides, check_methods_and_coefs, option
 
 ENV = "ale/montezuma"
 ROUTE = tuple(f"room{k}" for k in range(1, 10))
@@ -64,15 +63,7 @@ class MontezumaStudyConfig(RetentionOverrides):
     coefs = ppo_study.PPOStudyConfig.coefs  # preset, then <method>_* fields, then the token
 
     def validate(self) -> None:
-        bad = []
-        for m in self.methods:
-            try:
-                base = parse_method(m)[0]
-            except ValueError as e:
-                bad.append(str(e))
-                continue
-            if terms.method(base).reserves_replay:
-                bad.append(f"method {base!r} keeps transitions in a replay buffer; PPO has none")
+        bad = check_methods_and_coefs(self, has_replay=False)
         if self.env != ENV:
             bad.append(f"env must be {ENV!r}, got {self.env!r}")
         if self.obs != "ram":

@@ -29,8 +29,12 @@ from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import study
-from fpc_jax.experiments.study_config import RetentionOverrides, option, parse_method
-from fpc_jax.retention import terms
+from fpc_jax.experiments.study_config import (
+    RetentionOverrides,
+    check_methods_and_coefs,
+    method_coefs,
+    option,
+)
 from fpc_jax.retention.penalties import RetentionCoefs
 
 PPO_ENVS: tuple[str, ...] = ("key_door_rooms",)
@@ -100,21 +104,7 @@ class PPOStudyConfig(RetentionOverrides):
     uses_em = False  # PPO has no replay buffer: EM is refused by validate()
 
     def validate(self) -> None:
-        bad = []
-        for m in self.methods:
-            try:
-                base = parse_method(m)[0]
-            except ValueError as e:
-                bad.append(str(e))
-                continue
-            if terms.method(base).reserves_replay:
-                bad.append(f"method {base!r} keeps transitions in a replay buffer; PPO has none")
-        if len(set(self.methods)) != len(self.methods):
-            bad.append(f"methods must be distinct, got {list(self.methods)}")
-        for k in (*study_config_coefs(), "bc_kl_direction"):
-            v = getattr(self, k)
-            if v is not None and (error := terms.coef(k).check(v)):
-                bad.append(error)
+        bad = check_methods_and_coefs(self, has_replay=False)
         if self.env not in PPO_ENVS:
             bad.append(f"unknown env {self.env!r}; this study runs {list(PPO_ENVS)}")
         for k in ("T", "seeds", "num_envs", "num_steps", "epochs", "minibatches",
@@ -140,18 +130,8 @@ class PPOStudyConfig(RetentionOverrides):
             raise cfglib.ConfigError("invalid PPO study config: " + "; ".join(bad))
 
     def coefs(self, method: str) -> RetentionCoefs:
-        """Coefficients of a method token: the PPO preset, then this config's ``<method>_*``
-        fields, then the token's own ``name:key=value,...`` overrides."""
-        base, extra = parse_method(method)
-        own = {k: getattr(self, k) for k in study_config_coefs() if terms.owner(k) == base}
-        own = {k: v for k, v in own.items() if v is not None}
-        return RetentionCoefs.preset(
-            base, family="ppo", **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
-        )
-
-
-def study_config_coefs() -> tuple[str, ...]:
-    return tuple(n for n in terms.COEF_NAMES if n != "bc_kl_direction")
+        """Coefficients of a method token from the PPO presets (``method_coefs``)."""
+        return method_coefs(self, method, "ppo")
 
 
 # ---------------------------------------------------------------------------------------------

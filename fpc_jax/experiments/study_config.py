@@ -106,18 +106,7 @@ class SACStudyConfig(RetentionOverrides):
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
 
     def validate(self) -> None:
-        bad = []
-        for m in self.methods:
-            try:
-                parse_method(m)
-            except ValueError as e:
-                bad.append(str(e))
-        if len(set(self.methods)) != len(self.methods):
-            bad.append(f"methods must be distinct, got {list(self.methods)}")
-        for k in (*COEF_FIELDS, "bc_kl_direction"):
-            v = getattr(self, k)
-            if v is not None and (error := terms.coef(k).check(v)):
-                bad.append(error)
+        bad = check_methods_and_coefs(self)
         if self.backend not in BACKENDS:
             bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
         elif self.backend and self.env not in MJX_ENVS:
@@ -156,12 +145,39 @@ class SACStudyConfig(RetentionOverrides):
     def coefs(self, method: str) -> RetentionCoefs:
         """Coefficients of a method token: the preset, then this config's ``<method>_*`` fields,
         then the token's own ``name:key=value,...`` overrides."""
-        base, extra = parse_method(method)
-        own = {k: getattr(self, k) for k in COEF_FIELDS if terms.owner(k) == base}
-        own = {k: v for k, v in own.items() if v is not None}
-        return RetentionCoefs.preset(
-            base, **{"bc_kl_direction": self.bc_kl_direction, **own, **extra}
-        )
+        return method_coefs(self, method, "sac")
+
+
+def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:
+    """Errors in a study config's ``methods`` (unknown tokens, repeats, a method that keeps
+    transitions in replay when the agent has none) and in its coefficient overrides."""
+    bad = []
+    for m in cfg.methods:
+        try:
+            base = parse_method(m)[0]
+        except ValueError as e:
+            bad.append(str(e))
+            continue
+        if not has_replay and terms.method(base).reserves_replay:
+            bad.append(f"method {base!r} keeps transitions in a replay buffer; PPO has none")
+    if len(set(cfg.methods)) != len(cfg.methods):
+        bad.append(f"methods must be distinct, got {list(cfg.methods)}")
+    for k in (*COEF_FIELDS, "bc_kl_direction"):
+        v = getattr(cfg, k)
+        if v is not None and (error := terms.coef(k).check(v)):
+            bad.append(error)
+    return bad
+
+
+def method_coefs(cfg: Any, method: str, family: str) -> RetentionCoefs:
+    """Coefficients of a method token: the ``family`` preset, then ``cfg``'s ``<method>_*``
+    override fields, then the token's own ``name:key=value,...`` overrides."""
+    base, extra = parse_method(method)
+    own = {k: getattr(cfg, k) for k in COEF_FIELDS if terms.owner(k) == base}
+    own = {k: v for k, v in own.items() if v is not None}
+    return RetentionCoefs.preset(
+        base, family=family, **{"bc_kl_direction": cfg.bc_kl_direction, **own, **extra}
+    )
 
 
 def parse_method(token: str) -> tuple[str, dict[str, float]]:
