@@ -37,7 +37,7 @@ from fpc_jax.envs.metaworld_cpu import (
     check_tasks,
 )
 from fpc_jax.experiments import checkpoint as ckpt
-from fpc_jax.experiments import chunks, results, sac_study, study_config, study_report
+from fpc_jax.experiments import chunks, results, sac_study, study, study_config, study_report
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments.host_rollouts import (
     ACT_DIM,
@@ -263,7 +263,7 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
                        hidden_activation=cfg.hidden_activation,
                        batch_size=cfg.batch_size)  # fmt: skip
     hyper = sac_study.sac_hyper(cfg, ACT_DIM)
-    path = sac_study.resolve_checkpoint(cfg.checkpoint, "")
+    path = study.resolve_checkpoint(cfg.checkpoint, "")
     stored = ckpt.read_meta(path)
     pre = ckpt.load_policy(path, expected=dataclasses.replace(
         config, num_heads=stored["sac_config"]["num_heads"]))  # fmt: skip
@@ -304,7 +304,7 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     runs = len(labels)
     stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)  # noqa: E731
     sac, buf, coefs = stack(sacs), stack(bufs), stack(coef_list)
-    hyp = sac_study._bcast(hyper, runs)
+    hyp = study.bcast(hyper, runs)
     return SimpleNamespace(
         config=config,
         seq=seq,

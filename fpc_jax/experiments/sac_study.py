@@ -118,7 +118,6 @@ def loop_static(cfg: SACStudyConfig, phase: str) -> LoopStatic:
     )
 
 
-_bcast = study.bcast
 resolve_checkpoint = study.resolve_checkpoint
 ASSETS = study.ASSETS
 _ROLLOUTS = study._ROLLOUTS  # the pi* rollouts (tests look up the compiled ones)
