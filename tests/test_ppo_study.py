@@ -42,8 +42,12 @@ def test_finetune_writes_the_shared_summary_and_resumes_identically(pretrained, 
     rows = _rows(full / "summary.csv")
     assert [r["method"] for r in rows] == ["ft", "bc", "ks", "ewc", "scratch"]
     assert list(rows[0]) == SUMMARY_COLUMNS
-    for name in ("fig_stages.png", "fig_sequence.png", "run_info.json", "finetune_curves.npz"):
+    for name in ("fig_stages.png", "fig_sequence.png", "fig_diagnostics.png", "run_info.json",
+                 "finetune_curves.npz"):  # fmt: skip
         assert (full / name).is_file()
+    curves = np.load(full / "finetune_curves.npz")
+    np.testing.assert_allclose(curves["diag/far_kl"][0, :4], 0.0, atol=1e-5)  # theta*, not scratch
+    np.testing.assert_allclose(curves["train_coverage"][:-1].sum(-1), 1.0, rtol=1e-6)
     part = tmp_path / "part"
     cfg = tiny(checkpoint=str(pretrained))
     assert ppo_study.finetune(cfg, part, stop_after=1, **QUIET) is None

@@ -64,6 +64,23 @@ def test_finetune_writes_summary_and_plots(finetuned):
     assert curves["eval/stage_success"].shape == (3, 10, 4)
 
 
+def test_finetune_writes_diagnostics_curves_and_figure(finetuned):
+    from fpc_jax.retention.diagnostics import DIAGNOSTICS
+
+    curves = np.load(finetuned / "finetune_curves.npz")
+    assert (finetuned / "fig_diagnostics.png").is_file()
+    for name in DIAGNOSTICS:
+        v = curves[f"diag/{name}"]
+        assert v.shape == (3, 10) and np.isfinite(v[:, :8]).all(), name  # scratch: no theta*
+    # the first evaluation is at theta* for every pre-trained run (all but scratch)
+    np.testing.assert_allclose(curves["diag/far_kl"][0, :8], 0.0, atol=1e-5)
+    assert (curves["diag/far_kl"][0, 8:] > 0.01).all()  # scratch starts elsewhere
+    cov = curves["train_coverage"]  # (evals, runs, heads); the final row has no training
+    assert cov.shape == (3, 10, 4)
+    np.testing.assert_allclose(cov[:-1].sum(-1), 1.0, rtol=1e-6)
+    assert np.isnan(cov[-1]).all()
+
+
 def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
     """All runs that start from the checkpoint see the same first evaluation of the Far stages
     (identical policy, and evaluation keys depend only on the seed)."""

@@ -61,12 +61,16 @@ def run_chunks(
     mesh: Any = None,
     stop_after: int | None = None,
     make_chunk: MakeChunk = sac_train_chunk,
+    make_diagnose: Callable[[Any], Callable[..., Any]] | None = None,
 ) -> tuple[Any, dict[str, np.ndarray], dict[str, float]] | None:
     """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
     every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
     chunks (total, counting resumed ones) stops early like an interruption and returns None.
-    ``make_chunk``: the agent's chunk builder; its run state has an ``actor_params`` property."""
+    ``make_chunk``: the agent's chunk builder; its run state has an ``actor_params`` property.
+    ``make_diagnose(config) -> diagnose(run, anchors, stage_pool)``: the agent's FPC diagnostics
+    (fpc_jax/retention/diagnostics.py), computed at every evaluation into ``diag/<name>``."""
     chunk_fn, eval_fn = _compiled(make_chunk, env, static, config)
+    diag_fn = _compiled_diagnose(make_diagnose, config) if make_diagnose else None
     n_chunks = total_steps // static.steps_per_chunk
     ckpt_dir = out_dir / f"{tag}_state"
     curves_path = out_dir / f"{tag}_curves.npz"
@@ -90,7 +94,10 @@ def run_chunks(
         step0 = jnp.int32(c * static.steps_per_chunk)
         if mesh is not None:
             step0 = sharding.replicate(mesh, step0)
+        diag = diag_fn(runs, anchors, stage_pool) if diag_fn else None  # before donation
         runs, out = chunk_fn(runs, step0, anchors, coefs, hyper, params, stage_pool)
+        if diag is not None:
+            out = {**out, "diag": diag}
         out = multihost.fetch(out)
         if c == start:
             compile_s = time.perf_counter() - tc
@@ -106,8 +113,10 @@ def run_chunks(
             log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
             return None
     progress.close()
-    final = multihost.fetch(eval_fn(runs.actor_params, params, eval_keys))
-    history.append(_flatten({"eval": final}))  # no training statistics: NaN in the curves
+    final = {"eval": eval_fn(runs.actor_params, params, eval_keys)}
+    if diag_fn:
+        final["diag"] = diag_fn(runs, anchors, stage_pool)
+    history.append(_flatten(multihost.fetch(final)))  # no training statistics: NaN in the curves
     curves = _stack(history)
     if multihost.is_main():
         np.savez(curves_path, **curves)
@@ -170,6 +179,13 @@ def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any)
             jax.jit(jax.vmap(chunk, in_axes=in_axes), donate_argnums=(0,)),
             jax.jit(jax.vmap(evaluate, in_axes=(0, None, 0))),
         )
+    return _COMPILED[key]
+
+
+def _compiled_diagnose(make_diagnose: Callable[[Any], Any], config: Any) -> Any:
+    key = (make_diagnose, config)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
     return _COMPILED[key]
 
 

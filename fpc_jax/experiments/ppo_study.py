@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
+from fpc_jax.agents.ppo.diagnostics import make_diagnose
 from fpc_jax.agents.ppo.networks import PPOConfig, make_policy
 from fpc_jax.agents.ppo.train import LoopStatic, init_run_state, make_train_chunk
 from fpc_jax.agents.ppo.update import (
@@ -241,6 +242,7 @@ class _PPOAgent:
         )
 
     make_chunk = staticmethod(make_train_chunk)
+    make_diagnose = staticmethod(make_diagnose)
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
     make_anchors = staticmethod(make_anchors)

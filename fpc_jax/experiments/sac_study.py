@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fpc_jax.agents.sac.anchors import make_anchors, placeholder_anchors
+from fpc_jax.agents.sac.diagnostics import make_diagnose
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.train import LoopStatic, init_run_state, make_policy, make_train_chunk
@@ -145,6 +146,7 @@ class _SACAgent:
         return loop_static(cfg, phase)
 
     make_chunk = staticmethod(make_train_chunk)
+    make_diagnose = staticmethod(make_diagnose)
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
     make_anchors = staticmethod(make_anchors)

@@ -39,6 +39,10 @@ CURVES: dict[str, str] = {
     "train_stages_solved": "(evals, runs) mean stages solved per training episode",
     "train_all_solved": "(evals, runs) fraction of training episodes solving every stage",
     "train/<term>": "(evals, runs) chunk mean of each named loss/statistic term of the agent",
+    "train_coverage": "(evals, runs, heads) fraction of the chunk's training env steps spent in "
+    "each stage (the state coverage gap)",
+    "diag/<name>": "(evals, runs) FPC diagnostics of fine-tuning on pi*'s stored Far states and "
+    "theta* (fpc_jax.retention.diagnostics.DIAGNOSTICS; the final row included)",
 }
 """The curves contract: every agent's chunk writes these keys (row i = evaluation i; the last row
 is the final evaluation, whose training entries are NaN)."""
@@ -56,6 +60,7 @@ class StudyAgent(Protocol):
     def hyper(self, cfg: Any, config: Any) -> Any: ...
     def loop_static(self, cfg: Any, phase: str) -> Any: ...
     def make_chunk(self, env: SequenceEnv, static: Any, config: Any) -> Any: ...
+    def make_diagnose(self, config: Any) -> Any: ...
     def make_policy(self, config: Any) -> tuple[Any, Any]: ...
     def init_state(self, config: Any, hyper: Any, key: jax.Array) -> Any: ...
     def start_state(self, cfg: Any, config: Any, hyper: Any, pre: Any, far: tuple) -> Any: ...
@@ -291,7 +296,7 @@ def finetune(
         total_steps=cfg.finetune_steps, out_dir=out_dir, tag="finetune",
         resume_key=cfglib.resume_key(cfg), extendable=cfglib.resume_extendable(cfg),
         checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
-        make_chunk=agent.make_chunk,
+        make_chunk=agent.make_chunk, make_diagnose=agent.make_diagnose,
     )  # fmt: skip
     if out is None:
         return None

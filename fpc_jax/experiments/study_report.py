@@ -1,5 +1,6 @@
 """Results of a methods x seeds study (toy or Meta-World): summary rows, a printed table, and
-Figure 4/5-shaped plots (each stage run alone, and the whole sequence; mean and 90% CI)."""
+Figure 4/5-shaped plots (each stage run alone, and the whole sequence; mean and 90% CI), plus the
+FPC diagnostics (``fig_diagnostics.png``, fpc_jax/experiments/diagnostics_plot.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fpc_jax.experiments import plotting
+from fpc_jax.experiments import diagnostics_plot, plotting
 
 SUMMARY_COLUMNS = [
     "method", "seed", "full_success_final", "stages_solved_final", "far_success_pretrained",
@@ -105,3 +106,8 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{cfg.name}: per-stage success during fine-tuning ({cfg.seeds} seeds)")
     plotting.save(fig, out_dir / "fig_stages.png")
+    groups = [(m, x, diagnostics_plot.run_series(curves, idx[m], far)) for m in methods]
+    diagnostics_plot.plot_diagnostics(
+        groups, out_dir / "fig_diagnostics.png",
+        f"{cfg.name}: FPC diagnostics during fine-tuning (mean, 90% CI over {cfg.seeds} seeds)",
+    )  # fmt: skip

@@ -42,6 +42,7 @@ from fpc_jax.agents.ppo.update import (
     update_epochs,
 )
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, single_stage_params
+from fpc_jax.retention.diagnostics import stage_coverage
 from fpc_jax.retention.penalties import RetentionCoefs
 
 __all__ = [
@@ -248,7 +249,7 @@ def make_train_chunk(
             stages_solved_sum=run.stages_solved_sum + solved.astype(jnp.int32),
             all_solved_sum=run.all_solved_sum + all_solved.astype(jnp.int32),
         )
-        return run, {**upd_metrics, **metrics}
+        return run, ({**upd_metrics, **metrics}, stage_coverage(roll.stage, env.num_heads))
 
     def chunk(
         run: RunState,
@@ -265,7 +266,7 @@ def make_train_chunk(
         run = run.replace(key=key, episodes=zero, stages_solved_sum=zero, all_solved_sum=zero)
         evals = evaluate(run.ppo.actor_params, params, k_eval)
         n_iters = static.iterations_per_chunk
-        run, metrics = jax.lax.scan(
+        run, (metrics, coverage) = jax.lax.scan(
             lambda r, k: iteration(r, k, anchors, coefs, hyper, params, stage_pool),
             run,
             jax.random.split(k_loop, n_iters),
@@ -274,6 +275,7 @@ def make_train_chunk(
         out = {
             "eval": evals,
             "train": jax.tree.map(jnp.mean, metrics),
+            "train_coverage": jnp.mean(coverage, axis=0),
             "train_episodes": run.episodes,
             "train_stages_solved": run.stages_solved_sum / episodes,
             "train_all_solved": run.all_solved_sum / episodes,

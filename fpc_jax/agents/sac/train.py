@@ -34,6 +34,7 @@ from fpc_jax.envs.sequence import (
     select,
     single_stage_params,
 )
+from fpc_jax.retention.diagnostics import stage_coverage
 from fpc_jax.retention.penalties import RetentionCoefs
 
 PyTree = Any
@@ -251,7 +252,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             stages_solved_sum=run.stages_solved_sum + jnp.where(done, solved, 0),
             all_solved_sum=run.all_solved_sum + (done & (solved >= run.episode_params.num_stages)),
         )
-        return run, reward
+        return run, (reward, state.stage)
 
     def chunk(
         run: RunState,
@@ -276,7 +277,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             k_env, k_upd = jax.random.split(key)
             base = step0 + it * static.update_every
             steps = base + jnp.arange(static.update_every)
-            run, rewards = jax.lax.scan(
+            run, (rewards, stages) = jax.lax.scan(
                 lambda r, x: env_step(r, x, params, stage_pool),
                 run,
                 (steps, jax.random.split(k_env, static.update_every)),
@@ -284,14 +285,16 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             do_update = base + static.update_every > static.update_after
             sac, metrics = burst(run.sac, run.buffer, anchors, coefs, hyper, k_upd, do_update)
             run = run.replace(sac=sac)
-            return run, {**metrics, "train/reward": jnp.mean(rewards)}
+            coverage = stage_coverage(stages, env.num_heads)
+            return run, ({**metrics, "train/reward": jnp.mean(rewards)}, coverage)
 
-        run, metrics = jax.lax.scan(
+        run, (metrics, coverage) = jax.lax.scan(
             iteration, run, (jnp.arange(n_iters), jax.random.split(k_loop, n_iters))
         )
         out = {
             "eval": evals,
             "train": jax.tree.map(jnp.mean, metrics),
+            "train_coverage": jnp.mean(coverage, axis=0),
             "train_episodes": run.episodes,
             "train_stages_solved": run.stages_solved_sum / jnp.maximum(run.episodes, 1),
             "train_all_solved": run.all_solved_sum / jnp.maximum(run.episodes, 1),
