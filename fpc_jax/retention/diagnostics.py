@@ -29,7 +29,7 @@ DIAGNOSTICS: dict[str, str] = {
     "tanh(pi* mean); PPO: V(s))",
     "far_value_gap": "mean of (critic - pi*'s critic) on the stored Far states",
     "actor_trunk_dist": "||theta - theta*|| / ||theta*|| over the actor's shared parameters",
-    "actor_far_head_dist": "the same over the actor's Far-stage head rows (NaN: no per-stage heads)",
+    "actor_far_head_dist": "the same over the actor's Far-stage head rows (NaN: no such heads)",
     "critic_trunk_dist": "the same over the critic's shared parameters",
     "critic_far_head_dist": "the same over the critic's Far-stage head rows",
 }
