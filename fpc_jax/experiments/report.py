@@ -190,11 +190,8 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
     runs = []
     for i, r in enumerate(rows):
         if r.get("nonfinite_at") not in (None, ""):
-            print(
-                f"[report] warning: {summary}: run {r['method']} seed {r['seed']} became "
-                f"non-finite in chunk {r['nonfinite_at']}; left out",
-                file=sys.stderr,
-            )
+            print(f"[report] warning: {summary}: run {r['method']} seed {r['seed']} became "
+                  f"non-finite in chunk {r['nonfinite_at']}; left out", file=sys.stderr)
             continue
         method = r["method"] if kind == "sequence" else f"M={r['M']}, c={r['c']}"
         run = Run(method, int(float(r["seed"])), {c: _float(r.get(c)) for c in need}, summary,
