@@ -191,3 +191,24 @@ def test_nonfinite_runs_are_flagged_and_left_out(tmp_path):
     assert cli.main(["report", str(d), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| ft | 1 |" in text
+
+
+def test_report_draws_the_diagnostics_of_merged_dirs(tmp_path):
+    a = _study_dir(tmp_path / "a", [("ft", 0), ("bc", 0)], 0.2, steps=400)
+    b = _study_dir(tmp_path / "b", [("ft", 1), ("bc", 1)], 0.8, steps=400)
+    for d, kl in ((a, 1.0), (b, 3.0)):
+        curves = dict(np.load(d / "finetune_curves.npz"))
+        evals = curves["eval/all_solved"].shape[0]
+        cov = np.full((evals, 2, 3), 0.25)
+        cov[:, :, 2] = 0.5
+        cov[-1] = np.nan
+        curves |= {"diag/far_kl": np.full((evals, 2), kl), "train_coverage": cov}
+        np.savez(d / "finetune_curves.npz", **curves)
+        info = json.loads((d / "run_info.json").read_text())
+        (d / "run_info.json").write_text(json.dumps(info | {"far_stages": [1, 2]}))
+    study = report.merge([a, b])
+    ft = [r for r in study.runs if r.method == "ft"]
+    assert [float(r.diag["far_kl"][0]) for r in ft] == [1.0, 3.0]
+    np.testing.assert_allclose(ft[0].diag["far_coverage"][:-1], 0.75)  # stages 1 + 2
+    out = report.report([a, b], tmp_path / "out", reps=100, log=lambda s: None)
+    assert (out / "fig_diagnostics.png").is_file()

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fpc_jax.experiments import plotting
+from fpc_jax.experiments.bootstrap import _seed, bootstrap_ci, iqm
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("far_coverage", "Far stages: share of training steps"),
@@ -87,6 +89,29 @@ def plot_diagnostics(
     fig.suptitle(title, fontsize=10)
     plotting.save(fig, path)
     return True
+
+
+def plot_report(study: Any, reps: int, seed: int, path: Path) -> bool:
+    """``fig_diagnostics.png`` of ``fpc-jax report``'s merged runs (a ``report.Study``): per
+    method the IQM and 90% bootstrap band of each diagnostic on the eval grid of its shortest run;
+    False where no run has diagnostics."""
+    groups = []
+    for m in study.methods:
+        sel = [r for r in study.runs if r.method == m and r.diag]
+        if not sel:
+            continue
+        grid = min((r.x for r in sel), key=lambda x: x[-1])
+        names = set.intersection(*(set(r.diag) for r in sel))
+        series = {k: np.stack([np.interp(grid, r.x, r.diag[k]) for r in sel]) for k in names}
+        groups.append((f"{m} ({len(sel)})", grid, series))
+
+    def band(ax, x, ys, label, color=None):
+        p, lo, hi = bootstrap_ci(ys, iqm, reps, _seed(seed, label, "diag"))
+        ax.plot(x, p, label=label, color=color)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+    title = "FPC diagnostics per method (runs): IQM over runs, 90% bootstrap band"
+    return plot_diagnostics(groups, path, title, band=band)
 
 
 def _finite(ys: np.ndarray) -> bool:

@@ -324,6 +324,7 @@ def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), "wall_s": wall, "runs": len(labels), "labels": labels,
         "env_steps_per_run": cfg.finetune_steps, "checkpoint": str(path),
+        "far_stages": list(far_idx),
         "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall,
     })  # fmt: skip
     for line in study_report.table(cfg, rows):

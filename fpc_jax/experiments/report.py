@@ -9,15 +9,17 @@ import csv
 import json
 import math
 import sys
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from fpc_jax.experiments import results
+from fpc_jax.experiments import diagnostics_plot, results
+from fpc_jax.experiments.bootstrap import ReportError, _seed, bootstrap_ci, iqm, mean
+
+__all__ = ["ReportError", "bootstrap_ci", "iqm", "mean", "merge", "report"]
 
 SEQUENCE_METRICS = ("far_success_min", "far_success_final", "close_success_final",
                     "full_success_final")  # fmt: skip
@@ -37,10 +39,6 @@ TITLES = {
 CSV_COLUMNS = ("method", "metric", "n", "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi")
 
 
-class ReportError(ValueError):
-    """A run dir or a request that cannot be reported; the message is one line for the CLI."""
-
-
 @dataclass
 class Run:
     """One (method, seed) run: its summary row and, where its dir has curves, its curves."""
@@ -55,6 +53,7 @@ class Run:
     x: np.ndarray | None = None  # (evals,) env steps of the curve rows
     stages: np.ndarray | None = None  # (evals, heads) success of each stage alone
     all_solved: np.ndarray | None = None  # (evals,)
+    diag: dict[str, np.ndarray] | None = None  # {name: (evals,)}: diagnostics_plot.run_series
 
 
 @dataclass
@@ -68,50 +67,6 @@ class Study:
     @property
     def methods(self) -> list[str]:
         return list(dict.fromkeys(r.method for r in self.runs))
-
-
-def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean: the mean of the runs left after cutting ``floor(n / 4)`` from each end
-    (``scipy.stats.trim_mean(x, 0.25)``, as rliable's ``metrics.aggregate_iqm``)."""
-    x = np.sort(np.asarray(x, np.float64), axis=axis)
-    n = x.shape[axis]
-    cut = n // 4
-    return np.take(x, np.arange(cut, n - cut), axis=axis).mean(axis=axis)
-
-
-def mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    return np.mean(np.asarray(x, np.float64), axis=axis)
-
-
-def bootstrap_ci(
-    scores: np.ndarray,
-    statistic: Callable[..., np.ndarray],
-    reps: int = 2000,
-    seed: int = 0,
-    size: float = 0.90,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point estimate and percentile bootstrap CI of ``statistic`` over runs. ``scores`` is
-    (runs, tasks): runs are resampled with replacement within each task (stratum) independently,
-    as rliable's ``StratifiedBootstrap``; with ``statistic(x, axis=0)`` per task the result has
-    shape (tasks,). A 1-D ``scores`` is one task. Deterministic given ``seed``."""
-    x = np.asarray(scores, np.float64)
-    one = x.ndim == 1
-    x = x[:, None] if one else x
-    n, k = x.shape
-    if n == 0:
-        raise ReportError("bootstrap of an empty sample")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(reps, n, k))
-    boot = statistic(np.take_along_axis(x[None], idx, axis=1), axis=1)  # (reps, tasks)
-    alpha = 100 * (1 - size) / 2
-    lo, hi = np.percentile(boot, [alpha, 100 - alpha], axis=0)
-    point = statistic(x, axis=0)
-    return (point[0], lo[0], hi[0]) if one else (point, lo, hi)
-
-
-def _seed(seed: int, *names: str) -> list[int]:
-    """A stream per (method, metric): adding a method leaves the others' CIs unchanged."""
-    return [seed, *(zlib.crc32(n.encode()) for n in names)]
 
 
 def aggregate(study: Study, metrics: Sequence[str], reps: int, seed: int) -> list[dict]:
@@ -147,8 +102,9 @@ def _yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _curves(run_dir: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(x, stage_success (evals, runs, heads), all_solved (evals, runs)) of a dir, or None."""
+def _curves(run_dir: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
+    """(x, stage_success (evals, runs, heads), all_solved (evals, runs), all arrays) of a dir,
+    or None."""
     path = next((run_dir / n for n in CURVES_FILES if (run_dir / n).is_file()), None)
     if path is None:
         return None
@@ -160,7 +116,7 @@ def _curves(run_dir: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarra
     every = cfg.get("steps_per_chunk") or 1
     x = arrays.get("env_steps", np.arange(stage.shape[0]) * every)
     solved = arrays.get("eval/all_solved", np.full(stage.shape[:2], np.nan))
-    return np.asarray(x, np.float64), stage, solved
+    return np.asarray(x, np.float64), stage, solved, arrays
 
 
 def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]:
@@ -198,9 +154,11 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
                   steps, order, int(cfg.get("seed") or 0))  # fmt: skip
         if curves is not None:
             j = labels.index((run.method, run.seed)) if (run.method, run.seed) in labels else i
-            x, stage, solved = curves
+            x, stage, solved, arrays = curves
             if j < stage.shape[1]:
                 run.x, run.stages, run.all_solved = x, stage[:, j], solved[:, j]
+                series = diagnostics_plot.run_series(arrays, [j], info.get("far_stages") or ())
+                run.diag = {k: v[0] for k, v in series.items()} or None
         runs.append(run)
     return kind, runs, cfg
 
@@ -377,7 +335,8 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[st
         raise ReportError(f"--metric {', '.join(wrong)} is not a metric of this {study.kind} study "
                           f"({', '.join(own)})")  # fmt: skip
     out = results.make_run_dir(out)
-    (out / "fig_curves.png").unlink(missing_ok=True)  # a stale one from an earlier report
+    for stale in ("fig_curves.png", "fig_diagnostics.png"):  # from an earlier report
+        (out / stale).unlink(missing_ok=True)
     rows = aggregate(study, metrics, reps, seed)
     results.write_csv(out / "report.csv", rows, CSV_COLUMNS)
     plot_bars(study, rows, metrics, out / "fig_bars.png")
@@ -386,6 +345,8 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[st
         drawn, notes = plot_curves(study, reps, seed, out / "fig_curves.png")
         study.notes += notes
         written += ["fig_curves.png"] if drawn else []
+        if diagnostics_plot.plot_report(study, reps, seed, out / "fig_diagnostics.png"):
+            written.append("fig_diagnostics.png")
     else:
         study.notes.append("apple summaries have no per-stage curves: no fig_curves.png")
     (out / "report.md").write_text(markdown(study, rows, metrics, reps))

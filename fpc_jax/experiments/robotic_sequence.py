@@ -384,7 +384,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     study_report.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
-        "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e,
+        "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e, "far_stages": list(far),
         "agent_steps_per_s": runs * cfg.finetune_steps / wall,
     })  # fmt: skip
     for line in study_report.table(cfg, rows):

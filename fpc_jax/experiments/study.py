@@ -307,7 +307,7 @@ def finetune(
     plot_study(cfg, env, labels, curves, x, far, out_dir)
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), **timing, "runs": n, "labels": labels,
-        "env_steps_per_run": cfg.finetune_steps,
+        "env_steps_per_run": cfg.finetune_steps, "far_stages": list(far),
         "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
     })  # fmt: skip
     for line in table(cfg, rows):
