@@ -113,3 +113,10 @@ def test_sweep_smoke(tmp_path):
     assert succ.shape == (2, 2, 4) and np.isnan(succ[-1]).all()
     assert (succ[0] >= 0).all() and (succ[0] == np.round(succ[0])).all()
     assert (tmp_path / "fig_stages.png").is_file()
+    # the FPC diagnostics (issue 14): at theta* before fine-tuning, coverage per stage
+    np.testing.assert_allclose(curves["diag/far_kl"][0], 0.0, atol=1e-5)
+    assert curves["diag/actor_trunk_dist"].shape == (2, 2)
+    cov = curves["train_coverage"]
+    assert cov.shape == (2, 2, 4) and np.isnan(cov[-1]).all()
+    np.testing.assert_allclose(cov[0].sum(-1), 1.0)
+    assert (tmp_path / "fig_diagnostics.png").is_file()

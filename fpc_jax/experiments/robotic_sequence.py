@@ -22,33 +22,28 @@ import tqdm
 
 from fpc_jax.agents.sac.anchors import make_anchors
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
-from fpc_jax.agents.sac.replay import buffer_add, buffer_fill_reserved, buffer_init
-from fpc_jax.agents.sac.train import make_update_burst, transition_example
+from fpc_jax.agents.sac.replay import buffer_fill_reserved, buffer_init
+from fpc_jax.agents.sac.train import transition_example
 from fpc_jax.agents.sac.update import (
     SACHyper,
-    SACTrainState,
     init_train_state,
     train_state_from_params,
 )
 from fpc_jax.envs.metaworld_cpu import (
     DEFAULT_TASKS,
     MetaWorldSequenceConfig,
-    MetaWorldSequenceVec,
     check_tasks,
 )
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import chunks, results, sac_study, study, study_config, study_report
 from fpc_jax.experiments import config as cfglib
+from fpc_jax.experiments.host_loop import HostLoop, make_run_diagnose
 from fpc_jax.experiments.host_rollouts import (
     ACT_DIM,
-    FIELDS,
     OBS_DIM,
     Acting,
     collect_far_data,
     evaluate_runs,
-    next_stage,
-    record,
-    to_batch,
 )
 from fpc_jax.retention import terms
 
@@ -169,90 +164,6 @@ def remap_heads(
 # The study
 
 
-def _make_learn(config: SACConfig, updates: int):
-    """Jitted, vmapped over runs: write a burst of transitions, then ``updates`` SAC updates."""
-
-    burst = make_update_burst(config, updates)
-
-    def learn(sac: SACTrainState, buf, transitions, anchors, coefs, hyper, key, do_update):
-        buf = buffer_add(buf, transitions)
-        sac, metrics = burst(sac, buf, anchors, coefs, hyper, key, do_update)
-        return sac, buf, metrics
-
-    in_axes = (0, 0, 0, None, 0, 0, 0, None)
-    return jax.jit(jax.vmap(learn, in_axes=in_axes), donate_argnums=(0, 1))
-
-
-class HostLoop:
-    """Training of R runs on R x E host envs: ``burst()`` = ``update_every`` vector env steps
-    (one jitted policy call each), then one jitted call writing the transitions into every run's
-    replay and doing ``update_every * E`` SAC updates per run."""
-
-    def __init__(self, cfg: RoboticSequenceConfig, config: SACConfig, seq, acting: Acting,
-                 sac, buf, anchors, coefs, hyper, key, runs: int) -> None:  # fmt: skip
-        self.cfg, self.acting, self.runs, self.e = cfg, acting, runs, cfg.envs_per_run
-        self.sac, self.buf, self.anchors, self.coefs, self.hyper = sac, buf, anchors, coefs, hyper
-        self.key = key
-        self.learn = _make_learn(config, cfg.update_every * self.e)
-        self.vec = MetaWorldSequenceVec(config=seq, num_envs=runs * self.e, seed=cfg.seed + 1,
-                                        workers=cfg.workers)  # fmt: skip
-        self.ids = np.asarray(seq.stage_ids)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.step = 0
-        self.metrics: list[dict[str, jax.Array]] = []
-        self.successes = np.zeros((runs, max(seq.stage_ids) + 1))  # per head, since train_stats()
-        self.reset()
-
-    def train_stats(self) -> dict[str, np.ndarray]:
-        """Per-run means of the SAC/retention statistics over the updating bursts since the last
-        call (``train/...``: losses, penalties, alpha, Q) and each stage's successes in the
-        training episodes (``train/stage_successes``, runs x stages), then forgets them."""
-        if not self.metrics:
-            return {}
-        stats = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x), 0), *self.metrics))
-        self.metrics = []
-        out = {f"train/{k}": np.asarray(v) for k, v in stats.items()}
-        out["train/stage_successes"], self.successes = self.successes, np.zeros_like(self.successes)
-        return out
-
-    def reset(self) -> None:
-        n = self.runs * self.e
-        self.obs = self.vec.reset()
-        self.stage, self.pos = np.full(n, self.ids[0]), np.zeros(n, int)
-
-    def burst(self) -> None:
-        cfg, runs, e = self.cfg, self.runs, self.e
-        store: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
-        for _ in range(cfg.update_every):
-            self.key, k_act = jax.random.split(self.key)
-            if self.step < cfg.finetune_start_steps:
-                a = self.rng.uniform(-1, 1, (runs * e, ACT_DIM))
-            else:
-                a = np.asarray(self.acting.sample(
-                    self.sac.actor_params, self.obs.reshape(runs, e, OBS_DIM),
-                    self.stage.reshape(runs, e),
-                    jax.random.split(k_act, runs * e).reshape(runs, e),
-                )).reshape(runs * e, ACT_DIM)  # fmt: skip
-            nxt, r, term, trunc, info = self.vec.step(a)
-            record(store, self.obs, a, r, info, (runs, e))
-            np.add.at(self.successes, (np.arange(runs * e) // e, info["stage"]),
-                      info["stage_success"])  # fmt: skip
-            self.stage, self.pos = next_stage(self.ids, self.pos, info, term | trunc)
-            self.obs = nxt
-            self.step += 1
-        tr = to_batch({f: np.concatenate(v, axis=1) for f, v in store.items()})
-        self.key, k_upd = jax.random.split(self.key)
-        keys, go = jax.random.split(k_upd, runs), self.step > cfg.update_after
-        self.sac, self.buf, metrics = self.learn(
-            self.sac, self.buf, tr, self.anchors, self.coefs, self.hyper, keys, go
-        )
-        if go:
-            self.metrics.append(metrics)
-
-    def close(self) -> None:
-        self.vec.close()
-
-
 def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     """Everything a sweep needs before stepping: the Far policy mapped onto ``cfg.tasks``, pi*'s
     Far data and the retention anchors, and the stacked per-run SAC states, buffers and coefs."""
@@ -351,6 +262,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
         f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
     loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs)
+    diagnose = make_run_diagnose(config)
     loop.step = step
     bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
     bar.update(step)
@@ -361,7 +273,9 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
                 ckpt.save_runs(state_dir, (loop.sac, loop.buf, loop.key), info)
             ev = evaluate_runs(acting, loop.sac.actor_params, seq, runs, cfg.eval_episodes,
                                seed=10_000 + c, workers=cfg.workers)  # fmt: skip
-            history.append({f"eval/{k}": v for k, v in ev.items()})
+            diag = jax.device_get(diagnose(loop.sac, anchors, jnp.asarray(far)))
+            history.append({f"eval/{k}": v for k, v in ev.items()}
+                           | {f"diag/{k}": np.asarray(v) for k, v in diag.items()})  # fmt: skip
             np.savez(curves_path, **chunks._stack(history))
             bar.set_postfix_str("stage succ " + " ".join(
                 f"{v:.2f}" for v in ev["stage_success"].mean(0)))  # fmt: skip
