@@ -56,7 +56,7 @@ def test_sac_diagnostics_at_theta_star_and_after_perturbations():
     config, actor, critic, anchors = _sac_setup()
     diagnose = sac_diagnose(config)
     far = jnp.array([2, 3])
-    at_star = diagnose(_Run(sac=_Run(actor_params=actor, critic_params=critic)), anchors, far)
+    at_star = diagnose(_Run(actor_params=actor, critic_params=critic), anchors, far)
     assert set(at_star) == set(DIAGNOSTICS)
     for k in ("far_kl", "far_value_gap", "actor_trunk_dist", "actor_far_head_dist",
               "critic_trunk_dist", "critic_far_head_dist"):  # fmt: skip
@@ -66,12 +66,12 @@ def test_sac_diagnostics_at_theta_star_and_after_perturbations():
     kernel = actor["head"]["kernel"]  # (8, 4 heads x 2 x act_dim)
     close = kernel.at[:, :8].add(1.0)
     moved = {**actor, "head": {**actor["head"], "kernel": close}}
-    d = diagnose(_Run(sac=_Run(actor_params=moved, critic_params=critic)), anchors, far)
+    d = diagnose(_Run(actor_params=moved, critic_params=critic), anchors, far)
     assert abs(float(d["far_kl"])) < 1e-5 and float(d["actor_far_head_dist"]) == 0.0
     # Move the trunk: the Far policy drifts, KL > 0 and pi*'s actions become less likely.
     trunk = jax.tree.map(lambda x: x + 0.3, actor["trunk"])
     moved = {**actor, "trunk": trunk}
-    d = diagnose(_Run(sac=_Run(actor_params=moved, critic_params=critic)), anchors, far)
+    d = diagnose(_Run(actor_params=moved, critic_params=critic), anchors, far)
     assert float(d["far_kl"]) > 0.01
     assert float(d["far_logp"]) < float(d["far_logp_star"])
     assert float(d["actor_trunk_dist"]) > 0.0
@@ -87,7 +87,7 @@ def test_ppo_diagnostics_kl_and_exact_log_likelihood():
     anchors = ppo_anchors(config, actor, critic, obs, stage, obs, stage)
     diagnose = ppo_diagnose(config)
     far = jnp.array([1])
-    d0 = diagnose(_Run(ppo=_Run(actor_params=actor, critic_params=critic)), anchors, far)
+    d0 = diagnose(_Run(actor_params=actor, critic_params=critic), anchors, far)
     assert abs(float(d0["far_kl"])) < 1e-6
     ent = -jnp.sum(jax.nn.softmax(anchors.bc_logits) * jax.nn.log_softmax(anchors.bc_logits), -1)
     np.testing.assert_allclose(d0["far_logp"], -jnp.mean(ent), rtol=1e-5)
@@ -95,7 +95,7 @@ def test_ppo_diagnostics_kl_and_exact_log_likelihood():
     keys = jax.random.split(jax.random.key(7), len(leaves))
     other = jax.tree.unflatten(tree, [x + jax.random.normal(k, x.shape)
                                       for x, k in zip(leaves, keys, strict=True)])  # fmt: skip
-    d1 = diagnose(_Run(ppo=_Run(actor_params=other, critic_params=critic)), anchors, far)
+    d1 = diagnose(_Run(actor_params=other, critic_params=critic), anchors, far)
     # KL(pi* || pi) = cross-entropy - entropy, i.e. far_logp_star - far_logp
     np.testing.assert_allclose(d1["far_kl"], d1["far_logp_star"] - d1["far_logp"], rtol=1e-4)
     assert float(d1["far_kl"]) > 0 and float(d1["actor_far_head_dist"]) > 0

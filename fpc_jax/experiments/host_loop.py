@@ -5,7 +5,6 @@ of every run in one jitted call. Used by ``robotic_sequence.sweep``."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -45,9 +44,7 @@ def make_learn(config: SACConfig, updates: int):
 
 def make_run_diagnose(config: SACConfig):
     """The SAC diagnostics (agents/sac/diagnostics.py) of every run's SAC state, one jitted call."""
-    one = make_diagnose(config)
-    run = lambda sac: SimpleNamespace(sac=sac)  # noqa: E731
-    return jax.jit(jax.vmap(lambda sac, a, pool: one(run(sac), a, pool), in_axes=(0, None, None)))
+    return jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
 
 
 class HostLoop:

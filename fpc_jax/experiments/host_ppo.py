@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
+from fpc_jax.agents.ppo.diagnostics import make_diagnose
 from fpc_jax.agents.ppo.losses import PPOBatch, gae
 from fpc_jax.agents.ppo.networks import PPOConfig, make_ppo_networks, sample_action
 from fpc_jax.agents.ppo.update import (
@@ -151,6 +152,10 @@ def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_ste
     of one run) for ``total_steps`` env steps per run; evaluate at every chunk start and at the
     end; curves go to ``out_dir/<tag>_curves.npz`` after each chunk. Returns (states, curves)."""
     act, update = make_learner(config, cfg.epochs, cfg.minibatches, cfg.clip_value_loss)
+    diagnose = None  # pi*'s diagnostics (agents/ppo/diagnostics.py): fine-tuning only
+    if tag == "finetune":
+        diagnose = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
+        far_pool = jnp.asarray([ROUTE.index(n) for n in far_starts], jnp.int32)
     r, n, t = len(jax.tree.leaves(coefs)[0]), cfg.num_envs, cfg.num_steps
     vec = make_vec(cfg, r * n, seed=cfg.seed)
     curves: dict[str, list] = {}
@@ -161,6 +166,9 @@ def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_ste
             key, k_eval = jax.random.split(key)
             for name, v in evaluate(cfg, act, states, k_eval, far_starts).items():
                 curves.setdefault(name, []).append(v)
+            if diagnose is not None:
+                for name, v in jax.device_get(diagnose(states, anchors, far_pool)).items():
+                    curves.setdefault(f"diag/{name}", []).append(np.asarray(v))
             if step >= total_steps:
                 break
             rets, lens = [], []

@@ -242,7 +242,10 @@ class _PPOAgent:
         )
 
     make_chunk = staticmethod(make_train_chunk)
-    make_diagnose = staticmethod(make_diagnose)
+
+    def make_diagnose(self, config: PPOConfig):
+        diagnose = make_diagnose(config)
+        return lambda run, anchors, pool: diagnose(run.ppo, anchors, pool)
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
     make_anchors = staticmethod(make_anchors)
