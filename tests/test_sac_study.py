@@ -64,6 +64,13 @@ def test_finetune_writes_summary_and_plots(finetuned):
     assert curves["eval/stage_success"].shape == (3, 10, 4)
 
 
+def test_a_failed_pretraining_is_recorded_in_the_policy(pretrained):
+    """The tiny pre-training fails its Far stages; the policy's meta.json says so."""
+    meta = ckpt.read_meta(pretrained)
+    assert min(meta["far_success"]) < 0.5 and "min_pretrain_success" in meta["warning"]
+    assert (Path(pretrained) / "checksums.json").is_file()
+
+
 def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
     """All runs that start from the checkpoint see the same first evaluation of the Far stages
     (identical policy, and evaluation keys depend only on the seed)."""
@@ -75,7 +82,9 @@ def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
 def test_resume_gives_identical_results(pretrained, finetuned, tmp_path):
     cfg = tiny(checkpoint=str(pretrained))
     assert sac_study.finetune(cfg, tmp_path, log=lambda *_: None, stop_after=1) is None
-    assert (tmp_path / "finetune_state").is_dir() and not (tmp_path / "summary.csv").exists()
+    assert (tmp_path / "finetune_state").is_dir()
+    partial = _rows(tmp_path)  # written after every chunk
+    assert len(partial) == 10 and partial[0]["method"] == "ft"
     sac_study.finetune(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
 
