@@ -265,6 +265,12 @@ def test_study_figures_label_their_axes(tmp_path, monkeypatch):
 
 
 def test_result_writes_are_atomic(tmp_path):
+    csv_path = tmp_path / "summary.csv"
+    results.write_csv(csv_path, [{"a": 1}], ["a"])
+    with pytest.raises(KeyError):  # the second row fails mid-write
+        results.write_csv(csv_path, [{"a": 2}, {}], ["a"])
+    assert csv_path.read_text().splitlines() == ["a", "1"]
+    csv_path.unlink()
     path = tmp_path / "curves.npz"
     results.savez(path, a=np.arange(3))
     before = path.read_bytes()

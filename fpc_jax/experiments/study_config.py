@@ -154,7 +154,8 @@ class SACStudyConfig(RetentionOverrides):
 
 def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:
     """Errors in a study config's ``methods`` (unknown tokens, repeats, a method that keeps
-    transitions in replay when the agent has none) and in its coefficient overrides."""
+    transitions in replay when the agent has none), its coefficient overrides and
+    ``min_pretrain_success``."""
     bad = []
     for m in cfg.methods:
         try:
