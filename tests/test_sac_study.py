@@ -164,6 +164,9 @@ def test_policy_checkpoint_round_trip(pretrained, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert back.meta["note"] == "round trip" and back.meta["format_version"] == ckpt.FORMAT_VERSION
     (Path(again) / "meta.json").write_text('{"format_version": 99}')
+    with pytest.raises(ckpt.CheckpointError, match=r"meta\.json does not match its checksum"):
+        ckpt.load_policy(again)
+    ckpt.integrity.write_checksums(again)  # a consistent checkpoint of another format version
     with pytest.raises(ckpt.CheckpointError, match="format version 99"):
         ckpt.load_policy(again)
 
