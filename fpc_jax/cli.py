@@ -1,8 +1,13 @@
-"""The ``fpc-jax`` command: one subcommand per experiment, each driven by its config schema."""
+"""The ``fpc-jax`` command: one subcommand per experiment, each driven by its config schema.
+
+A bad input (config, override, checkpoint, output directory) is one ``error:`` line on stderr and
+exit code 2; Ctrl-C says where the run stopped and exits 130; anything else is a bug and keeps
+its traceback."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +17,7 @@ import yaml
 
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import multihost
-from fpc_jax.experiments.checkpoint import CheckpointError
+from fpc_jax.experiments.checkpoint import CheckpointError, RunInterrupted
 
 
 def _apple(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
@@ -196,16 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--checkpoint", default=None, help="pre-trained policy directory")
         p.add_argument("overrides", nargs="*", metavar="key=value")
+    ev_help = "Run Meta-World tasks alone with their heads (deterministic); write DIR/eval.csv"
     ev = sub.add_parser(
-        "evaluate",
-        help="Run Meta-World tasks alone with their heads (deterministic); write DIR/eval.csv",
+        "evaluate", help=ev_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=ev_help + ": each task's success over --episodes episodes of the policy's "
+        "deterministic action tanh(mean) with its own head (docs/sequence_semantics.md).",
+    )  # fmt: skip
+    ev.add_argument("--checkpoint", default=None, help="policy directory; None: the packaged asset")
+    ev.add_argument(
+        "--tasks",
+        default="peg-unplug-side-v3,push-wall-v3",
+        help="comma-separated Meta-World v3 tasks, each a stage of the checkpoint",
     )
-    ev.add_argument("--checkpoint", default=None, help="policy directory (default: packaged asset)")
-    ev.add_argument("--tasks", default="peg-unplug-side-v3,push-wall-v3")
-    ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--workers", type=int, default=0)
-    ev.add_argument("--out", type=Path, default=Path("runs/evaluate"))
+    ev.add_argument("--episodes", type=_count(1), default=10, help="episodes per task")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the env starts")
+    ev.add_argument(
+        "--workers",
+        type=_count(0),
+        default=0,
+        help="worker processes stepping physics (0: in-process; at most --episodes)",
+    )
+    ev.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory")
     rp = sub.add_parser(
         "report",
         help="Merge study run dirs; per method IQM, mean, 90%% bootstrap CIs; a table, figures",
@@ -220,7 +236,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _help_config(args: argparse.Namespace, schema_path: str) -> int:
+    """Every field of the command's schema; with ``--config``, the file's values."""
+    if args.command in ("pretrain", "finetune"):
+        schema_path = _study_schema(args.config, {})
+    schema = _schema(schema_path)
+    values = cfglib.load(schema, args.config) if args.config is not None else None
+    head = f"fields of {schema.__name__}" + (f", values of {args.config}" if values else "")
+    print(f"{head}:\n" + cfglib.describe(schema, values))
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``fpc-jax`` entry point: the command's exit code (see the module docstring)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. `fpc-jax apple --help-config | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
+    except KeyboardInterrupt as e:  # evaluate, report (the study commands say more)
+        print(f"fpc-jax: {_interrupted(e)}", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "evaluate":
@@ -228,12 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     _, runner, schema_path = COMMANDS[args.command]
-    if args.help_config:
-        if args.command in ("pretrain", "finetune"):
-            schema_path = _study_schema(args.config, {})
-        print(cfglib.describe(_schema(schema_path)))
-        return 0
     try:
+        if args.help_config:
+            return _help_config(args, schema_path)
         overrides = cfglib.parse_overrides(args.overrides)
         if args.seeds is not None:
             overrides["seeds"] = args.seeds
@@ -249,10 +301,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (cfglib.ConfigError, CheckpointError, multihost.MultihostError) as e:
         print(f"fpc-jax {args.command}: error: {e}", file=sys.stderr)
         return multihost.leave(2)
-    except (Exception, KeyboardInterrupt) as e:
+    except KeyboardInterrupt as e:
+        print(f"fpc-jax {args.command}: {_interrupted(e)}", file=sys.stderr)
+        return multihost.leave(130)
+    except Exception as e:
         multihost.leave(1, e)  # a multi-process run exits here, without waiting for its peers
         raise
     return 0
+
+
+def _interrupted(e: KeyboardInterrupt) -> str:
+    """What a Ctrl-C stopped and how to go on."""
+    from fpc_jax.experiments import chunks
+
+    if isinstance(e, RunInterrupted) and str(e):
+        return str(e)
+    point = dict(chunks.LAST_CHECKPOINT)
+    if point:
+        done, n = point["chunks_done"], point["n_chunks"]
+        if done:
+            return f"interrupted after chunk {done}/{n}; the same command resumes"
+        return f"interrupted before chunk 1/{n} was checkpointed; the same command starts again"
+    return "interrupted; no results were written by this run"
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def test_finetune_writes_diagnostics_curves_and_figure(finetuned):
     assert np.isnan(cov[-1]).all()
 
 
+def test_a_failed_pretraining_is_recorded_in_the_policy(pretrained):
+    """The tiny pre-training fails its Far stages; the policy's meta.json says so."""
+    meta = ckpt.read_meta(pretrained)
+    assert min(meta["far_success"]) < 0.5 and "min_pretrain_success" in meta["warning"]
+    assert (Path(pretrained) / "checksums.json").is_file()
+
+
 def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
     """All runs that start from the checkpoint see the same first evaluation of the Far stages
     (identical policy, and evaluation keys depend only on the seed)."""
@@ -92,7 +99,9 @@ def test_pretrained_runs_start_from_the_checkpoint(finetuned, pretrained):
 def test_resume_gives_identical_results(pretrained, finetuned, tmp_path):
     cfg = tiny(checkpoint=str(pretrained))
     assert sac_study.finetune(cfg, tmp_path, log=lambda *_: None, stop_after=1) is None
-    assert (tmp_path / "finetune_state").is_dir() and not (tmp_path / "summary.csv").exists()
+    assert (tmp_path / "finetune_state").is_dir()
+    partial = _rows(tmp_path)  # written after every chunk
+    assert len(partial) == 10 and partial[0]["method"] == "ft"
     sac_study.finetune(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
 
@@ -172,6 +181,9 @@ def test_policy_checkpoint_round_trip(pretrained, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert back.meta["note"] == "round trip" and back.meta["format_version"] == ckpt.FORMAT_VERSION
     (Path(again) / "meta.json").write_text('{"format_version": 99}')
+    with pytest.raises(ckpt.CheckpointError, match=r"meta\.json does not match its checksum"):
+        ckpt.load_policy(again)
+    ckpt.integrity.write_checksums(again)  # a consistent checkpoint of another format version
     with pytest.raises(ckpt.CheckpointError, match="format version 99"):
         ckpt.load_policy(again)
 

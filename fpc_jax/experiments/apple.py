@@ -64,8 +64,8 @@ class AppleConfig:
         bad = []
         if any(m < 1 for m in self.M):
             bad.append(f"M must be >= 1 (got {list(self.M)})")
-        if any(not np.isfinite(c) for c in self.c):
-            bad.append(f"c must be finite (got {list(self.c)})")
+        if any(not (np.isfinite(c) and c > 0) for c in self.c):
+            bad.append(f"c is a magnitude: each must be finite and > 0 (got {list(self.c)})")
         for k in ("T", "seeds", "episodes_per_update", "pretrain_updates", "eval_interval"):
             if getattr(self, k) < 1:
                 bad.append(f"{k} must be >= 1 (got {getattr(self, k)})")
@@ -249,19 +249,28 @@ def plot(
         ax.legend(fontsize=7)
         if axis == "c":
             ax.set_xscale("log")
-    fig.suptitle(f"AppleRetrieval: {cfg.name} ({cfg.seeds} seeds, mean and 90% CI)")
+    seeds = plotting.seeds_label(cfg.seeds)
+    fig.suptitle(f"AppleRetrieval: {cfg.name} ({seeds}, mean and 90% CI)")
     plotting.save(fig, path)
 
 
 def main(cfg: AppleConfig, out_dir: str | Path, log=print) -> Path:
     """Run the sweep and write config.yaml, summary.csv, curves.npz, fig3.png, run_info.json."""
+    if (Path(out_dir) / "summary.csv").exists():  # refuse before anything is written
+        diff = cfglib.differing_fields(cfg, Path(out_dir) / "config.yaml")
+        if diff:
+            raise cfglib.ConfigError(
+                f"{out_dir} holds the finished results of another apple config (differs in "
+                f"{diff}); use another --out or delete it"
+            )
+    out = run(cfg, log=log, progress=multihost.is_main())  # an interrupt here writes nothing
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    out = run(cfg, log=log, progress=multihost.is_main())
     rows = summarize(cfg, out)
     results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
-    multihost.main_only(np.savez_compressed)(
+    results.savez(
         out_dir / "curves.npz",
+        compressed=True,
         grid_M=np.array([g[0] for g in cfg.grid]),
         grid_c=np.array([g[1] for g in cfg.grid]),
         **{k: v for k, v in out.items() if k.startswith(("curve_", "update_", "eval_", "w_"))},

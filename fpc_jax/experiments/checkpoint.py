@@ -2,13 +2,15 @@
 
 Layout of a policy checkpoint directory::
 
-    meta.json   format version, SAC architecture, env/stage names, how it was made
-    state/      orbax StandardCheckpointer of the SACTrainState arrays (actor, critics, targets,
-                log-alphas, optimizer states, step)
+    meta.json       format version, SAC architecture, env/stage names, how it was made
+    state/          orbax StandardCheckpointer of the SACTrainState arrays (actor, critics,
+                    targets, log-alphas, optimizer states, step)
+    checksums.json  SHA-256 of every other file (``integrity``), verified before loading
 
-Loading checks the format version and that the architecture matches the one requested, and says
-which field differs. Resumable run states (``save_runs``/``load_runs``) hold a whole batched
-pytree plus the chunk index it was saved after.
+Loading checks the checksums, the format version and that the architecture matches the one
+requested, and says which file or field differs. Resumable run states (``save_runs``/
+``load_runs``) hold a whole batched pytree plus the chunk index it was saved after. Every
+checkpoint is written to ``<path>.tmp`` and renamed into place when complete.
 
 Multi-process runs (docs/multihost.md): every process calls the save functions, orbax's
 multi-process save writes each process's shards and process 0 the metadata; every process then
@@ -30,7 +32,7 @@ import orbax.checkpoint as ocp
 
 from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.update import SACHyper, SACTrainState, init_train_state
-from fpc_jax.experiments import multihost, sharding
+from fpc_jax.experiments import integrity, multihost, sharding
 
 FORMAT_VERSION = 1
 _ARCH_FIELDS = (
@@ -45,7 +47,12 @@ SHARED_FS_HINT = (
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, of another format, or does not match the requested setup."""
+    """A checkpoint is missing, corrupted, of another format, or does not match the requested
+    setup."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a chunked run; the message says after which chunk and how to resume."""
 
 
 def _save(path: Path, tree: Any) -> None:
@@ -100,14 +107,18 @@ def write_state_dir(path: str | Path, state: Any, meta: dict[str, Any]) -> Path:
     """Replace ``path`` by ``state/`` (orbax) and ``meta.json``: a policy checkpoint of any agent
     family. In a multi-process run every process calls it and returns once it is written."""
     path = _abs(path)
+    tmp = path.with_name(path.name + ".tmp")
     if multihost.is_main():
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
     multihost.barrier(f"fpc_jax save_policy {path}")
-    _save(path / "state", jax.tree.map(jnp.asarray, state))
+    _save(tmp / "state", jax.tree.map(jnp.asarray, state))
+    multihost.barrier(f"fpc_jax saved policy state {path}")
     if multihost.is_main():
-        (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        integrity.write_checksums(tmp)
+        integrity.replace_dir(tmp, path)
     multihost.barrier(f"fpc_jax saved policy {path}")
     return path
 
@@ -118,7 +129,19 @@ def restore_state(path: str | Path, target: Any) -> Any:
     return _checkpointer().restore(_abs(path) / "state", _on_this_process(target))
 
 
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON mapping of a checkpoint; unreadable or garbled JSON is a ``CheckpointError``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{what} {str(path.parent)!r} is corrupted: {path.name}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} {str(path.parent)!r} is corrupted: {path.name} is not a map")
+    return data
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
+    """The checked ``meta.json`` of a policy checkpoint (after ``integrity.verify_checksums``)."""
     path = _abs(path)
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -126,7 +149,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             f"no fpc_jax checkpoint at {str(path)!r} (missing meta.json); "
             "create one with `fpc-jax pretrain`"
         )
-    meta = json.loads(meta_file.read_text())
+    integrity.verify_checksums(path, CheckpointError)
+    meta = read_json(meta_file, "checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {str(path)!r} has format version {meta.get('format_version')!r}; "
@@ -175,17 +199,29 @@ def save_runs(path: str | Path, tree: Any, info: dict[str, Any]) -> None:
         tmp.mkdir(parents=True)
     multihost.barrier(f"fpc_jax save_runs {path}")
     _save(tmp / "state", _drop_empty(jax.tree.map(jnp.asarray, tree)))
+    multihost.barrier(f"fpc_jax saved runs state {path}")
     if multihost.is_main():
         (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        integrity.write_checksums(tmp)
+        integrity.replace_dir(tmp, path)
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    """The ``info.json`` of a run-state checkpoint (chunks done, resume key), checksums checked."""
+    path = _abs(path)
+    if not (path / "info.json").is_file():
+        raise CheckpointError(
+            f"run checkpoint {str(path)!r} is incomplete (no info.json); use another --out or "
+            "delete it"
+        )
+    integrity.verify_checksums(path, CheckpointError)
+    return read_json(path / "info.json", "run checkpoint")
 
 
 def load_runs(path: str | Path, target: Any) -> tuple[Any, dict[str, Any]]:
     """Restore a batched run state saved by ``save_runs`` into the structure of ``target``."""
     path = _abs(path)
-    info = json.loads((path / "info.json").read_text())
+    info = read_run_info(path)
     abstract = _on_this_process(_drop_empty(jax.tree.map(ocp.utils.to_shape_dtype_struct, target)))
     try:
         tree = _checkpointer().restore(path / "state", abstract)

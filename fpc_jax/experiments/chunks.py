@@ -23,8 +23,17 @@ import tqdm
 from fpc_jax.agents.sac.train import make_train_chunk as sac_train_chunk
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
 from fpc_jax.experiments import checkpoint as ckpt
-from fpc_jax.experiments import multihost, sharding
+from fpc_jax.experiments import multihost, results, sharding
 from fpc_jax.retention.penalties import RetentionCoefs
+
+LAST_CHECKPOINT: dict[str, Any] = {}
+"""The run ``run_chunks`` is driving in this process: ``tag``, ``chunks_done`` in its last
+run-state checkpoint, ``n_chunks``; what the CLI's Ctrl-C message says (empty once it ends)."""
+
+
+def stage_note(names: tuple[str, ...], success: np.ndarray) -> str:
+    """The progress postfix: each stage's success alone, labelled, e.g. ``far_west 0.50``."""
+    return " ".join(f"{n} {s:.2f}" for n, s in zip(names, success, strict=True))
 
 
 class _Progress:
@@ -62,13 +71,15 @@ def run_chunks(
     stop_after: int | None = None,
     make_chunk: MakeChunk = sac_train_chunk,
     make_diagnose: Callable[[Any], Callable[..., Any]] | None = None,
+    on_chunk: Callable[[dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[Any, dict[str, np.ndarray], dict[str, float]] | None:
     """Drive the compiled chunk over ``total_steps`` env steps for all runs, writing curves after
     every chunk and a resumable checkpoint every ``checkpoint_every`` chunks. ``stop_after``
     chunks (total, counting resumed ones) stops early like an interruption and returns None.
     ``make_chunk``: the agent's chunk builder; its run state has an ``actor_params`` property.
     ``make_diagnose(config) -> diagnose(run, anchors, stage_pool)``: the agent's FPC diagnostics
-    (fpc_jax/retention/diagnostics.py), computed at every evaluation into ``diag/<name>``."""
+    (fpc_jax/retention/diagnostics.py), computed at every evaluation into ``diag/<name>``.
+    ``on_chunk(curves)``: called after each chunk's curves are written (e.g. a partial summary)."""
     chunk_fn, eval_fn = _compiled(make_chunk, env, static, config)
     diag_fn = _compiled_diagnose(make_diagnose, config) if make_diagnose else None
     n_chunks = total_steps // static.steps_per_chunk
@@ -81,6 +92,7 @@ def run_chunks(
         start = int(info["chunks_done"])
         log(f"[{tag}] resuming after chunk {start}/{n_chunks} from {ckpt_dir}")
     multihost.check_same(start, f"the chunks done in {ckpt_dir}", ckpt.SHARED_FS_HINT)
+    LAST_CHECKPOINT.update(tag=tag, chunks_done=start, n_chunks=n_chunks)
     eval_keys = jax.random.split(jax.random.key(12345), _num_runs(runs))
     if mesh is not None:
         runs, coefs, hyper, eval_keys = sharding.shard_runs(mesh, (runs, coefs, hyper, eval_keys))
@@ -102,15 +114,19 @@ def run_chunks(
         if c == start:
             compile_s = time.perf_counter() - tc
         history.append(_flatten(out))
-        if multihost.is_main():
-            np.savez(curves_path, **_stack(history))
+        curves = _stack(history)
+        results.savez(curves_path, **curves)
+        if on_chunk is not None:
+            on_chunk(curves)
         if (c + 1) % checkpoint_every == 0 or c + 1 == n_chunks:
             ckpt.save_runs(ckpt_dir, runs, {"chunks_done": c + 1, "resume_key": resume_key})
+            LAST_CHECKPOINT["chunks_done"] = c + 1
         stage = np.asarray(out["eval"]["stage_success"]).mean(0)
-        progress.update(static.steps_per_chunk, "stage succ " + " ".join(f"{s:.2f}" for s in stage))
+        progress.update(static.steps_per_chunk, stage_note(env.stage_names, stage))
         if stop_after is not None and c + 1 >= stop_after and c + 1 < n_chunks:
             progress.close()
             log(f"[{tag}] stopped after chunk {c + 1}/{n_chunks}; run again to resume")
+            LAST_CHECKPOINT.clear()
             return None
     progress.close()
     final = {"eval": eval_fn(runs.actor_params, params, eval_keys)}
@@ -118,8 +134,8 @@ def run_chunks(
         final["diag"] = diag_fn(runs, anchors, stage_pool)
     history.append(_flatten(multihost.fetch(final)))  # no training statistics: NaN in the curves
     curves = _stack(history)
-    if multihost.is_main():
-        np.savez(curves_path, **curves)
+    results.savez(curves_path, **curves)
+    LAST_CHECKPOINT.clear()
     wall = time.perf_counter() - t0
     return runs, curves, {"wall_s": wall, "first_chunk_s": compile_s}
 
@@ -135,8 +151,31 @@ def resume(
     """Restore a run-state checkpoint written with ``info["resume_key"]`` (``cfglib.resume_key``)
     and ``info["chunks_done"]``: ``(state, info, curves history of the chunks done)``. A
     checkpoint of another configuration, the ``extendable`` fields aside (a longer run continues
-    a shorter one), or with more than ``n_chunks`` chunks done is a ``CheckpointError``."""
+    a shorter one), or with more than ``n_chunks`` chunks done is a ``CheckpointError``, raised
+    before any array is restored (``check_resume``)."""
+    check_resume(state_dir, resume_key, n_chunks, extendable)
     state, info = ckpt.load_runs(state_dir, target)
+    done = int(info["chunks_done"])
+    history = []
+    if curves_path.exists():
+        curves = np.load(curves_path)
+        history = [{k: curves[k][i] for k in curves.files} for i in range(done)]
+    return state, info, history
+
+
+def check_resume(
+    state_dir: Path,
+    resume_key: dict[str, Any],
+    n_chunks: int,
+    extendable: frozenset[str] = frozenset(),
+) -> dict[str, Any] | None:
+    """The ``info.json`` of the run-state checkpoint ``state_dir`` (None if there is none) once
+    it is known to resume under ``resume_key`` with ``n_chunks`` chunks; else a
+    ``CheckpointError`` naming the differing fields (``methods``, ``seeds``, ...). Reads no
+    arrays, so a study calls it before it writes anything into its output directory."""
+    if not state_dir.exists():
+        return None
+    info = ckpt.read_run_info(state_dir)
 
     def fixed(key: dict[str, Any]) -> dict[str, Any]:
         key = json.loads(json.dumps(key, default=str))
@@ -155,11 +194,7 @@ def resume(
             f"{state_dir} has {done} chunks done, more than the {n_chunks} asked for; ask for at "
             "least as many env steps, or use another --out"
         )
-    history = []
-    if curves_path.exists():
-        curves = np.load(curves_path)
-        history = [{k: curves[k][i] for k in curves.files} for i in range(done)]
-    return state, info, history
+    return info
 
 
 MakeChunk = Callable[[SequenceEnv, Any, Any], tuple[Callable[..., Any], Callable[..., Any]]]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from fpc_jax.experiments import integrity
 from fpc_jax.experiments.multihost import main_only
 
 C = TypeVar("C")
@@ -28,11 +29,14 @@ class ConfigError(ValueError):
     """A config file or override does not match its schema."""
 
 
-def describe(schema: type) -> str:
-    """One line per field: name, type, default and help."""
+def describe(schema: type, values: Any = None) -> str:
+    """One line per field: name, default and help; with ``values`` (a config built from a file),
+    that config's value of each field instead of the default."""
     lines = []
     for f in dataclasses.fields(schema):
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        if values is not None:
+            default = getattr(values, f.name)
         sweep = " [sweepable: give a list]" if f.metadata.get("sweep") else ""
         lines.append(f"  {f.name} = {default!r}  {f.metadata.get('help', '')}{sweep}")
     return "\n".join(lines)
@@ -169,6 +173,8 @@ def load(schema: type[C], path: str | Path | None, overrides: Mapping[str, Any] 
     layers: list[Mapping[str, Any]] = []
     if path is not None:
         path = resolve_path(path)
+        if path.is_dir():
+            raise ConfigError(f"config {str(path)!r} is a directory; give a YAML file in it")
         if not path.is_file():
             root = packaged_configs()
             known = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
@@ -177,7 +183,13 @@ def load(schema: type[C], path: str | Path | None, overrides: Mapping[str, Any] 
                 f"config file {str(path)!r} does not exist here nor among the packaged "
                 f"configs ({root}):{listing}"
             )
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
         layers.append(data)
@@ -197,7 +209,20 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 @main_only
 def dump(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (process 0 of a multi-process run)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    integrity.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def differing_fields(cfg: Any, path: str | Path) -> list[str]:
+    """Fields in which ``cfg`` differs from the config a run wrote to ``path`` (``dump``);
+    ``["config.yaml"]`` when that file is missing or unreadable."""
+    try:
+        saved = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return [Path(path).name]
+    if not isinstance(saved, dict):
+        return [Path(path).name]
+    now = json.loads(json.dumps(to_dict(cfg), default=str))
+    return sorted(k for k in {*now, *saved} if now.get(k) != saved.get(k))
 
 
 def resume_key(cfg: Any) -> dict[str, Any]:

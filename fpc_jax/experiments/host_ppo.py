@@ -222,7 +222,7 @@ def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_ste
 def _save_curves(path: Path, curves: dict[str, list], every: int) -> None:
     arrays = {k: np.stack(v) for k, v in curves.items()}
     x = np.arange(len(curves["eval/far_success"])) * every
-    np.savez(path, env_steps=x, **{k.replace("/", "__"): v for k, v in arrays.items()})
+    results.savez(path, env_steps=x, **{k.replace("/", "__"): v for k, v in arrays.items()})
 
 
 def collect_far_states(cfg, config, state, key, n_states: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
+from fpc_jax.experiments import integrity
 from fpc_jax.experiments.multihost import is_main
 from fpc_jax.experiments.results import mean_ci90
 
@@ -33,8 +34,13 @@ def save(fig, path) -> None:
     """Write ``fig`` (process 0 of a multi-process run) and close it."""
     if is_main():
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        integrity.write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
+
+
+def seeds_label(n: int) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def figure(ncols: int, nrows: int = 1, width: float = 4.0, height: float = 3.2):

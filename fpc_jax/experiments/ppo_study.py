@@ -101,6 +101,10 @@ class PPOStudyConfig(RetentionOverrides):
     fisher_states: int = option(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
     bc_kl_direction: float = option(0.0, "0: KL(teacher||student) (default); 1: reverse")
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
+    min_pretrain_success: float = option(
+        0.5, "warn (and record it) when pi*'s success on a Far room alone is below this",
+        resume_omit_default=True,
+    )  # fmt: skip
 
     uses_em = False  # PPO has no replay buffer: EM is refused by validate()
 

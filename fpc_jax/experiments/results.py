@@ -1,9 +1,13 @@
-"""Results on disk: run directories, CSV summaries, curve archives, and seed statistics."""
+"""Results on disk: run directories, CSV summaries, curve archives, and seed statistics.
+
+Every file is written atomically (``integrity.write_atomic``: a temporary file renamed over the
+target), so an interrupted run never leaves a half-written result."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import platform
 import time
@@ -13,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fpc_jax.experiments import integrity
 from fpc_jax.experiments.multihost import main_only
 
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
@@ -35,11 +40,19 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
             return int(v)
         return v
 
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: fmt(row[k]) for k in columns})
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: fmt(row[k]) for k in columns})
+    integrity.write_text(path, buf.getvalue())
+
+
+@main_only
+def savez(path: str | Path, compressed: bool = False, **arrays: Any) -> None:
+    """``np.savez`` (or ``np.savez_compressed``) of ``arrays`` to ``path``, atomically."""
+    save = np.savez_compressed if compressed else np.savez
+    integrity.write_atomic(path, lambda f: save(f, **arrays))
 
 
 def mean_ci90(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,7 +97,7 @@ def environment_info() -> dict[str, Any]:
 
 @main_only
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    integrity.write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -235,27 +235,24 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
 
 def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     """Fine-tune every method x seed on the real Meta-World sequence; write results in out_dir."""
-    out_dir = results.make_run_dir(out_dir)
-    cfglib.dump(cfg, out_dir / "config.yaml")
+    n_chunks = cfg.finetune_steps // cfg.steps_per_chunk
+    resume_key, extendable = cfglib.resume_key(cfg), cfglib.resume_extendable(cfg)
+    chunks.check_resume(Path(out_dir) / "sweep_state", resume_key, n_chunks, extendable)
     r = setup_runs(cfg, log)
+    out_dir = results.make_run_dir(out_dir)  # nothing is written before the checks above
+    cfglib.dump(cfg, out_dir / "config.yaml")
     config, seq, acting, runs, labels, far = r.config, r.seq, r.acting, r.runs, r.labels, r.far
     sac, buf, anchors, coefs, hyp, key = r.sac, r.buf, r.anchors, r.coefs, r.hyp, r.key
     e = cfg.envs_per_run
-    n_chunks = cfg.finetune_steps // cfg.steps_per_chunk
+    env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
     history: list[dict[str, np.ndarray]] = []
     t0 = time.perf_counter()
     key = jax.random.fold_in(key, 7)
     state_dir, curves_path = out_dir / "sweep_state", out_dir / "sweep_curves.npz"
-    resume_key = cfglib.resume_key(cfg)
     start, step = 0, 0
     if state_dir.exists():
         (sac, buf, key), info, history = chunks.resume(
-            state_dir,
-            curves_path,
-            (sac, buf, key),
-            resume_key,
-            n_chunks,
-            cfglib.resume_extendable(cfg),
+            state_dir, curves_path, (sac, buf, key), resume_key, n_chunks, extendable
         )
         start, step = int(info["chunks_done"]), int(info["step"])
         log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")
@@ -276,22 +273,25 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             diag = jax.device_get(diagnose(loop.sac, anchors, jnp.asarray(far)))
             history.append({f"eval/{k}": v for k, v in ev.items()}
                            | {f"diag/{k}": np.asarray(v) for k, v in diag.items()})  # fmt: skip
-            np.savez(curves_path, **chunks._stack(history))
-            bar.set_postfix_str("stage succ " + " ".join(
-                f"{v:.2f}" for v in ev["stage_success"].mean(0)))  # fmt: skip
+            results.savez(curves_path, **chunks._stack(history))
+            rows = study_report.summarize(labels, chunks._stack(history), far, env_ns)
+            results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
+            bar.set_postfix_str(chunks.stage_note(tuple(cfg.tasks), ev["stage_success"].mean(0)))
             if c == n_chunks:
                 break
             for _ in range(cfg.steps_per_chunk // cfg.update_every):
                 loop.burst()
                 bar.update(cfg.update_every)
             history[-1].update(loop.train_stats())  # this row: eval before the chunk, its training
-            np.savez(curves_path, **chunks._stack(history))
+            results.savez(curves_path, **chunks._stack(history))
+    except KeyboardInterrupt:
+        raise ckpt.RunInterrupted(f"interrupted after chunk {c}/{n_chunks}; the same command "
+                                  "resumes") from None  # fmt: skip
     finally:
         bar.close()
         loop.close()
     curves = chunks._stack(history)
     wall = time.perf_counter() - t0
-    env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
     rows = study_report.summarize(labels, curves, far, env_ns)
     results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk

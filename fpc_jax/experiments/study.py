@@ -22,7 +22,7 @@ from fpc_jax.envs.sequence import SequenceEnv, SequenceParams, subsequence_param
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import results, sharding
-from fpc_jax.experiments.chunks import run_chunks
+from fpc_jax.experiments.chunks import check_resume, run_chunks
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
 from fpc_jax.retention import terms
@@ -88,6 +88,19 @@ def default_out(cfg: Any, agent: StudyAgent, phase: str) -> str:
 
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def weak_pretrain(cfg: Any, far_success: Any, names: list[str]) -> str | None:
+    """A warning if pi*'s success on any of its own (Far) stages, played alone, is below
+    ``cfg.min_pretrain_success``: fine-tuning from a failed pre-training measures no forgetting."""
+    threshold = getattr(cfg, "min_pretrain_success", 0.0)
+    if far_success is None or not any(s < threshold for s in far_success):
+        return None
+    got = ", ".join(f"{n} {s:.2f}" for n, s in zip(names, far_success, strict=False))
+    return (
+        f"WARNING: pi* failed its pre-training: Far-stage success alone {got}, below "
+        f"min_pretrain_success={threshold:g}; fine-tuning from it measures no forgetting"
+    )
 
 
 def resolve_checkpoint(spec: str, default: str) -> Path:
@@ -179,12 +192,14 @@ def pretrain(cfg: Any, agent: StudyAgent, out_dir: str | Path, log=print) -> Pat
     ``out_dir/policy`` and the pre-training curves."""
     if cfg.pretrain_steps < 1:
         raise cfglib.ConfigError("pretrain_steps must be >= 1 to pre-train")
+    static = agent.loop_static(cfg, "pretrain")
+    n_chunks, extendable = cfg.pretrain_steps // cfg.steps_per_chunk, cfglib.resume_extendable(cfg)
+    check_resume(Path(out_dir) / "pretrain_state", cfglib.resume_key(cfg), n_chunks, extendable)
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     env, params = agent.build_env(cfg, "pretrain")
     config = agent.network(cfg, env)
     hyper = agent.hyper(cfg, config)
-    static = agent.loop_static(cfg, "pretrain")
     pool = jnp.asarray(env.far_stages, jnp.int32)
     key = jax.random.key(cfg.seed)
     state = agent.init_state(config, hyper, key)
@@ -204,6 +219,7 @@ def pretrain(cfg: Any, agent: StudyAgent, out_dir: str | Path, log=print) -> Pat
     )  # fmt: skip
     state = jax.tree.map(lambda x: x[0], agent.train_state(runs))
     far = curves["eval/stage_success"][-1, 0, list(env.far_stages)]
+    warning = weak_pretrain(cfg, far.tolist(), far_names)
     backend = getattr(cfg, "backend", "")
     backend = {"backend": backend, "tasks": list(env.stage_names)} if backend else {}
     policy = agent.save_policy(out_dir / "policy", state, {
@@ -211,10 +227,12 @@ def pretrain(cfg: Any, agent: StudyAgent, out_dir: str | Path, log=print) -> Pat
         "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
         "T": cfg.T, "pretrain_steps": cfg.pretrain_steps, "seed": cfg.seed,
         "far_success": far.tolist(), "wall_s": timing["wall_s"],
-        "device": jax.devices()[0].device_kind,
+        "device": jax.devices()[0].device_kind, **({"warning": warning} if warning else {}),
     })  # fmt: skip
     log(f"[pretrain] Far-stage success alone: {np.round(far, 3).tolist()}; wrote {policy} "
         f"({timing['wall_s']:.0f}s)")  # fmt: skip
+    if warning:
+        log(warning)
     return policy
 
 
@@ -247,14 +265,19 @@ def finetune(
     stop_after: int | None = None,
 ) -> Path | None:
     """Fine-tune every method x seed from the pre-trained checkpoint; write results in out_dir."""
-    out_dir = results.make_run_dir(out_dir)
-    cfglib.dump(cfg, out_dir / "config.yaml")
+    static = agent.loop_static(cfg, "finetune")
+    n_chunks, extendable = cfg.finetune_steps // cfg.steps_per_chunk, cfglib.resume_extendable(cfg)
+    check_resume(Path(out_dir) / "finetune_state", cfglib.resume_key(cfg), n_chunks, extendable)
     env, params = agent.build_env(cfg, "finetune")
     config = agent.network(cfg, env)
     hyper = agent.hyper(cfg, config)
-    static = agent.loop_static(cfg, "finetune")
     pre = load_pretrained(cfg, agent, env, config)
+    out_dir = results.make_run_dir(out_dir)  # nothing is written before the checks above
+    cfglib.dump(cfg, out_dir / "config.yaml")
     far = tuple(pre.meta.get("far_stages", env.far_stages))
+    warning = weak_pretrain(cfg, pre.meta.get("far_success"), [env.stage_names[k] for k in far])
+    if warning:
+        log(warning)
     key = jax.random.key(cfg.seed)
     k_data, k_runs = jax.random.split(key)
     n_data = max(cfg.bc_states, getattr(cfg, "em_transitions", 0), cfg.fisher_states)
@@ -297,6 +320,8 @@ def finetune(
         resume_key=cfglib.resume_key(cfg), extendable=cfglib.resume_extendable(cfg),
         checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
         make_chunk=agent.make_chunk, make_diagnose=agent.make_diagnose,
+        on_chunk=lambda curves: results.write_csv(
+            out_dir / "summary.csv", summarize(labels, curves, far, env), SUMMARY_COLUMNS),
     )  # fmt: skip
     if out is None:
         return None
@@ -309,6 +334,7 @@ def finetune(
         **results.environment_info(), **timing, "runs": n, "labels": labels,
         "env_steps_per_run": cfg.finetune_steps, "far_stages": list(far),
         "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
+        **({"pretrain_warning": warning} if warning else {}),
     })  # fmt: skip
     for line in table(cfg, rows):
         log(line)

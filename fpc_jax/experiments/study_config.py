@@ -104,6 +104,10 @@ class SACStudyConfig(RetentionOverrides):
         "or zero (Q = 0 until learnt)", resume_omit_default=True,
     )  # fmt: skip
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
+    min_pretrain_success: float = option(
+        0.5, "warn (and record it) when pi*'s success on a Far stage alone is below this",
+        resume_omit_default=True,
+    )  # fmt: skip
 
     def validate(self) -> None:
         bad = check_methods_and_coefs(self)
@@ -150,7 +154,8 @@ class SACStudyConfig(RetentionOverrides):
 
 def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:
     """Errors in a study config's ``methods`` (unknown tokens, repeats, a method that keeps
-    transitions in replay when the agent has none) and in its coefficient overrides."""
+    transitions in replay when the agent has none), its coefficient overrides and
+    ``min_pretrain_success``."""
     bad = []
     for m in cfg.methods:
         try:
@@ -160,6 +165,8 @@ def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:
             continue
         if not has_replay and terms.method(base).reserves_replay:
             bad.append(f"method {base!r} keeps transitions in a replay buffer; PPO has none")
+    if not 0.0 <= getattr(cfg, "min_pretrain_success", 0.0) <= 1.0:
+        bad.append(f"min_pretrain_success must be in [0, 1], got {cfg.min_pretrain_success}")
     if len(set(cfg.methods)) != len(cfg.methods):
         bad.append(f"methods must be distinct, got {list(cfg.methods)}")
     for k in (*COEF_FIELDS, "bc_kl_direction"):

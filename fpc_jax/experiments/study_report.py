@@ -90,9 +90,13 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
     for m in methods:
         plotting.band(axes[0, 0], x, curves["eval/all_solved"][:, idx[m]].T, m)
         plotting.band(axes[0, 1], x, curves["eval/stages_solved_frac"][:, idx[m]].T, m)
-    axes[0, 0].set(title="Full sequence: all stages solved", xlabel="env steps", ylim=(-0.05, 1.05))
-    axes[0, 1].set(title="Stages solved / K", xlabel="env steps", ylim=(-0.05, 1.05))
+    axes[0, 0].set(title="Full sequence: all stages solved", xlabel="env steps", ylim=(-0.05, 1.05),
+                   ylabel="fraction of sequence episodes")  # fmt: skip
+    axes[0, 1].set(title=f"Stages solved / K (K = {env.num_heads} stages)", xlabel="env steps",
+                   ylim=(-0.05, 1.05), ylabel="mean fraction of stages solved")  # fmt: skip
     axes[0, 0].legend(fontsize=7)
+    seeds = plotting.seeds_label(cfg.seeds)
+    fig.suptitle(f"{cfg.name}: whole-sequence success during fine-tuning ({seeds})")
     plotting.save(fig, out_dir / "fig_sequence.png")
     k = env.num_heads
     fig, axes = plotting.figure(k)
@@ -104,7 +108,8 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
                        ylim=(-0.05, 1.05))  # fmt: skip
     axes[0, 0].set_ylabel("success")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{cfg.name}: per-stage success during fine-tuning ({cfg.seeds} seeds)")
+    seeds = plotting.seeds_label(cfg.seeds)
+    fig.suptitle(f"{cfg.name}: per-stage success during fine-tuning ({seeds})")
     plotting.save(fig, out_dir / "fig_stages.png")
     groups = [(m, x, diagnostics_plot.run_series(curves, idx[m], far)) for m in methods]
     diagnostics_plot.plot_diagnostics(
