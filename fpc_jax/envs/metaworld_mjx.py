@@ -75,11 +75,23 @@ class TaskState:
     info: dict[str, jax.Array]
 
 
+SOLVER_LIMIT_BITS = 512 | 1024
+"""mujoco_warp ``OverflowType.ITERATIONS | LS_ITERATIONS``: the step's constraint solver or its line
+search stopped at its iteration limit. Counted (``physics/solver_limit``), not printed: MJX-Warp
+prints a line per hit, thousands per scripted episode on CPU (docs/mjx_backend.md)."""
+
+CONTACT_OVERFLOW_BITS = 1 | 2 | 4 | 8 | 16 | 256
+"""``NEFC | NJMAX_NNZ | BROADPHASE | NARROWPHASE | CCD | EPA_HORIZON``: constraints or contacts
+dropped for want of buffer (``physics/contact_overflow``); mujoco_warp still prints these."""
+
+
 @struct.dataclass
 class MJXSubState:
-    """One ``TaskState`` per distinct task; only the slot of the current stage is meaningful."""
+    """One ``TaskState`` per distinct task; only the slot of the current stage is meaningful.
+    ``overflow``: mujoco_warp's overflow bits of the last step (0 for MJX-JAX)."""
 
     tasks: tuple[TaskState, ...]
+    overflow: jax.Array
 
 
 @struct.dataclass
@@ -141,12 +153,20 @@ def _port_env(task: str, impl: str, naconmax: int, njmax: int) -> tuple[Any, Any
         env = own(config)
     finally:
         port.load_mj_model = load
+    if impl == "warp":  # solver-limit hits are counted per step, not printed
+        opt = env._mjx_model.opt
+        quiet = opt._impl.replace(warn_overflow=int(opt._impl.warn_overflow) & ~SOLVER_LIMIT_BITS)
+        env._mjx_model = env._mjx_model.replace(opt=opt.replace(_impl=quiet))
     data0 = port.make_data(
         env.mj_model, env.mjx_model, qpos=env._init_qpos, qvel=env._init_qvel,
         naconmax=naconmax, njmax=njmax,
     )  # fmt: skip
     settled, init_tcp = jax.jit(env._settle_hand)(env.mjx_model, data0)
     jax.block_until_ready(settled)
+    if impl == "warp":  # overflow bits are sticky: each step starts from the template's zeros
+        settled = settled.replace(
+            _impl=settled._impl.replace(overflow=jnp.zeros_like(settled._impl.overflow))
+        )
     env._settle_hand = lambda model, data: (settled, init_tcp)
     return env, settled
 
@@ -224,7 +244,7 @@ class MetaWorldMJXSubTask:
         state = env.reset(k_env, rand_vec=rand_vec)
         slots = list(self._defaults)
         slots[i] = _task_state(state)
-        return state.obs.astype(jnp.float32), MJXSubState(tuple(slots))
+        return state.obs.astype(jnp.float32), MJXSubState(tuple(slots), jnp.int32(0))
 
     def _step_task(self, i: int, sub: MJXSubState, action: jax.Array):
         from MTCWorldMJX.mjx_env import State
@@ -244,7 +264,18 @@ class MetaWorldMJXSubTask:
         slots = list(sub.tasks)
         slots[i] = _task_state(nxt)
         success = nxt.metrics["success"] > 0.5
-        return nxt.obs.astype(jnp.float32), MJXSubState(tuple(slots)), nxt.reward, success
+        ovf = jnp.int32(0)
+        if self.impl == "warp":
+            ovf = jnp.asarray(nxt.data._impl.overflow, jnp.int32).reshape(-1)[0]
+        sub_state = MJXSubState(tuple(slots), ovf)
+        return nxt.obs.astype(jnp.float32), sub_state, nxt.reward, success
+
+    def step_info(self, sub: MJXSubState) -> dict[str, jax.Array]:
+        """Per-step physics flags the training loops average (``physics/<name>``)."""
+        return {
+            "physics/solver_limit": (sub.overflow & SOLVER_LIMIT_BITS) != 0,
+            "physics/contact_overflow": (sub.overflow & CONTACT_OVERFLOW_BITS) != 0,
+        }
 
     def reset(
         self, key: jax.Array, params: MJXSubParams, stage: jax.Array

@@ -195,6 +195,9 @@ class SequenceEnv:
             "stages_solved": next_state.stages_solved,
             "sub_reward": jnp.where(live, r, 0.0).astype(jnp.float32),
         }
+        step_info = getattr(self.subtask, "step_info", None)  # physics flags (MJX), if any
+        if step_info is not None:
+            info.update({k: v & live for k, v in step_info(sub_state).items()})
         return (
             next_state.obs,
             next_state,

@@ -114,6 +114,7 @@ def run_chunks(
         if c == start:
             compile_s = time.perf_counter() - tc
         history.append(_flatten(out))
+        _log_physics(history[-1], c + 1, n_chunks, tag, log)
         curves = _stack(history)
         results.savez(curves_path, **curves)
         if on_chunk is not None:
@@ -199,6 +200,7 @@ def check_resume(
 
 MakeChunk = Callable[[SequenceEnv, Any, Any], tuple[Callable[..., Any], Callable[..., Any]]]
 _COMPILED: dict[Any, Any] = {}
+_DIAGNOSE: dict[Any, Any] = {}  # the agents' diagnostics, per (make_diagnose, config)
 
 
 def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any) -> tuple[Any, Any]:
@@ -217,11 +219,20 @@ def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any)
     return _COMPILED[key]
 
 
+def _log_physics(row: dict[str, np.ndarray], c: int, n: int, tag: str, log) -> None:
+    """One line per chunk for an env that counts physics events (MJX: ``physics/<name>``, the
+    fraction of training steps with a solver-limit hit or a contact overflow), mean over runs."""
+    parts = [f"{k.removeprefix('train/physics/')} {100 * float(np.mean(v)):.1f}%"
+             for k, v in row.items() if k.startswith("train/physics/")]  # fmt: skip
+    if parts:
+        log(f"[{tag}] chunk {c}/{n}: steps with " + ", ".join(parts))
+
+
 def _compiled_diagnose(make_diagnose: Callable[[Any], Any], config: Any) -> Any:
     key = (make_diagnose, config)
-    if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
-    return _COMPILED[key]
+    if key not in _DIAGNOSE:
+        _DIAGNOSE[key] = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
+    return _DIAGNOSE[key]
 
 
 def _num_runs(runs: Any) -> int:

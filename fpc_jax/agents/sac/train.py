@@ -252,7 +252,8 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             stages_solved_sum=run.stages_solved_sum + jnp.where(done, solved, 0),
             all_solved_sum=run.all_solved_sum + (done & (solved >= run.episode_params.num_stages)),
         )
-        return run, (reward, state.stage)
+        physics = {k: v.astype(jnp.float32) for k, v in info.items() if k.startswith("physics/")}
+        return run, (reward, state.stage, physics)
 
     def chunk(
         run: RunState,
@@ -277,7 +278,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             k_env, k_upd = jax.random.split(key)
             base = step0 + it * static.update_every
             steps = base + jnp.arange(static.update_every)
-            run, (rewards, stages) = jax.lax.scan(
+            run, (rewards, stages, physics) = jax.lax.scan(
                 lambda r, x: env_step(r, x, params, stage_pool),
                 run,
                 (steps, jax.random.split(k_env, static.update_every)),
@@ -286,7 +287,9 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             sac, metrics = burst(run.sac, run.buffer, anchors, coefs, hyper, k_upd, do_update)
             run = run.replace(sac=sac)
             coverage = stage_coverage(stages, env.num_heads)
-            return run, ({**metrics, "train/reward": jnp.mean(rewards)}, coverage)
+            metrics = {**metrics, "train/reward": jnp.mean(rewards)}
+            metrics |= {f"train/{k}": jnp.mean(v) for k, v in physics.items()}  # step fractions
+            return run, (metrics, coverage)
 
         run, (metrics, coverage) = jax.lax.scan(
             iteration, run, (jnp.arange(n_iters), jax.random.split(k_loop, n_iters))
