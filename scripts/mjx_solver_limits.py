@@ -17,13 +17,7 @@ import time
 
 import numpy as np
 
-TASKS = ("hammer-v3", "push-v3", "peg-unplug-side-v3", "push-wall-v3")
-POLICIES = {
-    "push-v3": "SawyerPushV3Policy",
-    "hammer-v3": "SawyerHammerV3Policy",
-    "peg-unplug-side-v3": "SawyerPegUnplugSideV3Policy",
-    "push-wall-v3": "SawyerPushWallV3Policy",
-}
+from mjx_parity_probe import POLICIES, TASKS  # scripts/: the same tasks and scripted policies
 
 
 def run_task(task: str, episodes: int, steps: int) -> dict:
