@@ -12,11 +12,9 @@ records the fraction of steps with a hit, next to the episode's success.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
-
 from mjx_parity_probe import POLICIES, TASKS  # scripts/: the same tasks and scripted policies
 
 
