@@ -196,7 +196,7 @@ def make_train_chunk(
             hyper.gamma,
             hyper.gae_lambda,
         )
-        metrics = {"train/reward": jnp.mean(roll.reward)}
+        metrics = {"reward": jnp.mean(roll.reward)}
         rnd = run.rnd
         if config.rnd:
             r_int, rnd_obs, rnd = intrinsic(ts, run.rnd, roll, hyper)

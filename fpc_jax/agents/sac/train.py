@@ -287,8 +287,8 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
             sac, metrics = burst(run.sac, run.buffer, anchors, coefs, hyper, k_upd, do_update)
             run = run.replace(sac=sac)
             coverage = stage_coverage(stages, env.num_heads)
-            metrics = {**metrics, "train/reward": jnp.mean(rewards)}
-            metrics |= {f"train/{k}": jnp.mean(v) for k, v in physics.items()}  # step fractions
+            metrics = {**metrics, "reward": jnp.mean(rewards)}
+            metrics |= {k: jnp.mean(v) for k, v in physics.items()}  # step fractions
             return run, (metrics, coverage)
 
         run, (metrics, coverage) = jax.lax.scan(
