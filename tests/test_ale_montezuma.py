@@ -250,7 +250,7 @@ def test_worker_pool_matches_in_process_and_shuts_down(ale):
             for a in actions:
                 obs.append(vec.step(a)[0])
             out.append(np.stack(obs))
-            procs = list(vec._procs)
+            procs = list(vec._pool.processes)
         finally:
             vec.close()
         assert all(not p.is_alive() and p.exitcode == 0 for p in procs)

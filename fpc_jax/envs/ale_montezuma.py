@@ -1,9 +1,10 @@
 """Host-side (NumPy) Montezuma's Revenge on the real game (ale-py): frames or RAM features, room
 starts restored from a shipped asset, and the ICML 2024 paper's per-room success metric.
 
-One ALE per env (ale-py's vector env cannot restore states); the worker pool is
-``fpc_jax.envs.ale_workers``, the RAM map, room geometry and room success ``fpc_jax.envs.ale_rooms``
-(re-exported here). ale_py is imported lazily, so this module loads without it.
+One ALE per env (ale-py's vector env cannot restore states); the vector env is
+``fpc_jax.envs.ale_workers`` (on the shared ``host_pool``), the RAM map, room geometry and room
+success ``fpc_jax.envs.ale_rooms`` (re-exported here). ale_py is imported lazily, so this module
+loads without it.
 Design, RAM map and its evidence, the room numbering, deviations, measurements: docs/montezuma.md.
 """
 

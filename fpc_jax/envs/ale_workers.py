@@ -3,16 +3,13 @@ worker processes, with same-step auto-reset to each env's start (as ``MetaWorldS
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
-import traceback
+import functools
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from typing import Any
 
 import numpy as np
 
 from fpc_jax.envs.ale_montezuma import INFO_KEYS, NUM_ACTIONS, MontezumaConfig, MontezumaEnv
+from fpc_jax.envs.host_pool import HostPool, PooledVec
 
 
 def env_seeds(seed: int, num_envs: int) -> list[int]:
@@ -42,28 +39,8 @@ class _Batch:
         infos = [np.stack([o[4][k] for o in out]) for k in INFO_KEYS]
         return (obs, reward, terminated, truncated, final_obs, *infos)
 
-    def call(self, cmd: str, data: Any) -> Any:
-        return self.reset(data) if cmd == "reset" else self.step(data)
 
-
-def _worker(conn: Connection, config: MontezumaConfig, seeds: list[int]) -> None:
-    try:
-        batch = _Batch(config, seeds)
-        conn.send(("ok", None))
-        while True:
-            cmd, data = conn.recv()
-            if cmd == "close":
-                break
-            conn.send(("ok", batch.call(cmd, data)))
-    except (KeyboardInterrupt, EOFError):
-        pass
-    except Exception:  # reported to the parent, which raises
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-class MontezumaVec:
+class MontezumaVec(PooledVec):
     """``num_envs`` Montezuma envs, in-process (``workers=0``) or over ``workers`` processes.
 
     ``reset(starts=None) -> obs (B, *config.obs_shape)``: ``starts`` is one start name for all
@@ -92,48 +69,13 @@ class MontezumaVec:
         self.config = config or MontezumaConfig()
         self.num_envs = num_envs
         self.workers = workers
-        self._chunks = np.array_split(np.arange(num_envs), max(workers, 1))
-        seeds = env_seeds(seed, num_envs)
-        self._batch: _Batch | None = None
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
-        if workers == 0:
-            self._batch = _Batch(self.config, seeds)
-            return
-        ctx = mp.get_context(start_method)
-        for chunk in self._chunks:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker, args=(child, self.config, [seeds[i] for i in chunk]), daemon=True
-            )
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        for conn in self._conns:
-            self._recv(conn)
-
-    def _recv(self, conn: Connection) -> Any:
-        try:
-            status, data = conn.recv()
-        except EOFError:
-            self.close()
-            raise RuntimeError(
-                "a Montezuma worker exited without a reply (with forkserver/spawn the main script "
-                "needs an `if __name__ == '__main__':` guard)"
-            ) from None
-        if status == "error":
-            self.close()
-            raise RuntimeError(f"Montezuma worker failed:\n{data}")
-        return data
-
-    def _call(self, cmd: str, data: Sequence[Any]) -> list[Any]:
-        parts = [[data[i] for i in chunk] for chunk in self._chunks]
-        if self._batch is not None:
-            return [self._batch.call(cmd, parts[0])]
-        for conn, part in zip(self._conns, parts, strict=True):
-            conn.send((cmd, part))
-        return [self._recv(conn) for conn in self._conns]
+        self._pool = HostPool(
+            functools.partial(_Batch, self.config),
+            env_seeds(seed, num_envs),
+            workers,
+            name="Montezuma",
+            start_method=start_method,
+        )
 
     def reset(self, starts: str | Sequence[str | None] | None = None) -> np.ndarray:
         if starts is None or isinstance(starts, str):
@@ -141,7 +83,7 @@ class MontezumaVec:
         starts = list(starts)
         if len(starts) != self.num_envs:
             raise ValueError(f"need one start per env ({self.num_envs}), got {len(starts)}")
-        return np.concatenate(self._call("reset", starts))
+        return self._pool.call("reset", starts)
 
     def step(
         self, actions: np.ndarray
@@ -154,32 +96,7 @@ class MontezumaVec:
             )
         if actions.min() < 0 or actions.max() >= NUM_ACTIONS:
             raise ValueError(f"actions must be in [0, {NUM_ACTIONS})")
-        parts = self._call("step", actions)
-        obs, reward, terminated, truncated, final_obs, *infos = (
-            np.concatenate(x) for x in zip(*parts, strict=True)
-        )
+        obs, reward, terminated, truncated, final_obs, *infos = self._pool.call("step", actions)
         info = dict(zip(INFO_KEYS, infos, strict=True))
         info["final_obs"] = final_obs
         return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        for conn in getattr(self, "_conns", []):
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("close", None))
-        for proc in getattr(self, "_procs", []):
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        for conn in getattr(self, "_conns", []):
-            conn.close()
-        self._conns, self._procs = [], []
-
-    def __enter__(self) -> MontezumaVec:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

@@ -3,8 +3,8 @@ module, and the ``metaworld/*`` registry entries with their ``"cpu"`` backend.
 
 Implements docs/sequence_semantics.md (Algorithm 1 of Wolczyk et al. 2023) in three parts: the task
 names, sequence config and one task as an env (``metaworld_tasks``), one stitched episode
-(``metaworld_episode``) and the vector env with its worker pool (``metaworld_pool``). metaworld is
-imported lazily, so this module (and its registry entries) load without it.
+(``metaworld_episode``) and the vector env (``metaworld_pool``, on the shared ``host_pool``).
+metaworld is imported lazily, so this module (and its registry entries) load without it.
 """
 
 from __future__ import annotations

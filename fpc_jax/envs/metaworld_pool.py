@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
-import traceback
+import functools
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from typing import Any
 
 import numpy as np
 
+from fpc_jax.envs.host_pool import HostPool, PooledVec
 from fpc_jax.envs.metaworld_episode import INFO_KEYS, MetaWorldSequence, env_seeds
 from fpc_jax.envs.metaworld_tasks import (
     ACTION_SIZE,
@@ -45,24 +42,7 @@ class _Batch:
         return (obs, reward, terminated, truncated, final_obs, *infos)
 
 
-def _worker(conn: Connection, config: MetaWorldSequenceConfig, seeds: list[Any]) -> None:
-    try:
-        batch = _Batch(config, seeds)
-        conn.send(("ok", None))
-        while True:
-            cmd, data = conn.recv()
-            if cmd == "close":
-                break
-            conn.send(("ok", batch.reset() if cmd == "reset" else batch.step(data)))
-    except (KeyboardInterrupt, EOFError):
-        pass
-    except Exception:  # reported to the parent, which raises
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-class MetaWorldSequenceVec:
+class MetaWorldSequenceVec(PooledVec):
     """``num_envs`` stitched Meta-World episodes, stepped in-process or across worker processes.
 
     ``reset() -> obs (B, 40)``; ``step(actions (B, 4)) -> (obs, reward, terminated, truncated,
@@ -99,43 +79,16 @@ class MetaWorldSequenceVec:
         self.config = config
         self.num_envs = num_envs
         self.workers = workers
-        seeds = env_seeds(seed, num_envs)
-        self._batch: _Batch | None = None
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
-        if workers == 0:
-            self._batch = _Batch(config, seeds)
-            return
-        ctx = mp.get_context(start_method)
-        for chunk in np.array_split(np.arange(num_envs), workers):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker, args=(child, config, [seeds[i] for i in chunk]), daemon=True
-            )
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        for conn in self._conns:
-            self._recv(conn)
-
-    def _recv(self, conn: Connection) -> Any:
-        status, data = conn.recv()
-        if status == "error":
-            self.close()
-            raise RuntimeError(f"Meta-World worker failed:\n{data}")
-        return data
-
-    def _call(self, cmd: str, data: np.ndarray | None = None) -> list[Any]:
-        if self._batch is not None:
-            return [self._batch.reset() if cmd == "reset" else self._batch.step(data)]
-        chunks = np.array_split(data, self.workers) if data is not None else [None] * self.workers
-        for conn, chunk in zip(self._conns, chunks, strict=True):
-            conn.send((cmd, chunk))
-        return [self._recv(conn) for conn in self._conns]
+        self._pool = HostPool(
+            functools.partial(_Batch, config),
+            env_seeds(seed, num_envs),
+            workers,
+            name="Meta-World",
+            start_method=start_method,
+        )
 
     def reset(self) -> np.ndarray:
-        return np.concatenate(self._call("reset"))
+        return self._pool.call("reset")
 
     def step(
         self, actions: np.ndarray
@@ -145,29 +98,7 @@ class MetaWorldSequenceVec:
             raise ValueError(
                 f"actions must have shape {(self.num_envs, ACTION_SIZE)}, got {actions.shape}"
             )
-        parts = self._call("step", actions)
-        obs, reward, terminated, truncated, final_obs, *infos = (
-            np.concatenate(x) for x in zip(*parts, strict=True)
-        )
+        obs, reward, terminated, truncated, final_obs, *infos = self._pool.call("step", actions)
         info = dict(zip((*INFO_KEYS, "sub_reward"), infos, strict=True))
         info["final_obs"] = final_obs
         return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        for conn in getattr(self, "_conns", []):
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("close", None))
-        for proc in getattr(self, "_procs", []):
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        self._conns, self._procs = [], []
-
-    def __enter__(self) -> MetaWorldSequenceVec:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()

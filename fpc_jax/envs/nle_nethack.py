@@ -5,17 +5,15 @@ Design and measurements: docs/nethack.md. nle is imported lazily (the registry e
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import logging
-import multiprocessing as mp
-import traceback
 import warnings
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
+from fpc_jax.envs.host_pool import HostPool, PooledVec
 from fpc_jax.envs.registry import register
 
 CHARACTERS: tuple[str, ...] = ("mon-hum-neu-mal",)  # what the bot and action set support
@@ -262,27 +260,56 @@ class NetHackGame:
         self.env.close()
 
 
-def _worker(conn: Connection, config: NetHackConfig, seeds: list[Any]) -> None:
-    try:
-        vec = NetHackVec(config, seeds=seeds)
-        conn.send(("ok", None))
-        while (msg := conn.recv())[0] != "close":
-            conn.send(("ok", getattr(vec, msg[0])(*msg[1:])))
-    except (KeyboardInterrupt, EOFError):
-        pass
-    except Exception:  # reported to the parent, which raises
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-def _join(parts: list[Any], join: Any = np.stack) -> Any:
+def _stack(parts: list[Any]) -> Any:
+    """Per-game observations (arrays, or dicts of them) stacked into one batch."""
     if isinstance(parts[0], dict):
-        return {k: _join([p[k] for p in parts], join) for k in parts[0]}
-    return join(parts)
+        return {k: _stack([p[k] for p in parts]) for k in parts[0]}
+    return np.stack(parts)
 
 
-class NetHackVec:
+class _Games:
+    """``NetHackGame`` games stepped in a loop with same-step auto-reset (a ``HostPool`` batch);
+    game ``i`` draws its seeds and Far prefixes from ``default_rng(seeds[i])``."""
+
+    def __init__(self, config: NetHackConfig, seeds: list[np.random.SeedSequence]) -> None:
+        self.config = config
+        self.games = [NetHackGame(config) for _ in seeds]
+        self._rngs = [np.random.default_rng(s) for s in seeds]
+        if config.start == "far":
+            from fpc_jax.envs.nle_bot import PrefixSet
+
+            try:
+                self.prefixes = PrefixSet.load(config.prefixes)
+                self._far = self.prefixes.reaching(config.far_depth)
+            except BaseException:
+                self.close()
+                raise
+
+    def _begin(self, i: int) -> Any:
+        rng, game = self._rngs[i], self.games[i]
+        if self.config.start == "close":
+            return game.reset(*(int(s) for s in rng.integers(1, 2**31, size=2)))
+        return self.prefixes.start(game, int(rng.choice(self._far)), self.config.far_depth)
+
+    def reset(self) -> Any:
+        return _stack([self._begin(i) for i in range(len(self.games))])
+
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        out = [g.step(a) for g, a in zip(self.games, actions, strict=True)]
+        info = {k: np.stack([o[4][k] for o in out]) for k in out[0][4]}
+        info["start_depth"] = np.array([g.start_depth for g in self.games], np.int32)
+        info["final_obs"] = _stack([o[0] for o in out])
+        obs = _stack([self._begin(i) if o[2] or o[3] else o[0] for i, o in enumerate(out)])
+        reward, term, trunc = (np.array([o[j] for o in out]) for j in (1, 2, 3))
+        return obs, reward.astype(np.float32), term, trunc, info
+
+    def close(self) -> None:
+        for game in self.games:
+            game.close()
+        self.games = []
+
+
+class NetHackVec(PooledVec):
     """``num_envs`` NetHack games, stepped in-process (``workers=0``) or over worker processes.
 
     ``reset() -> obs``; ``step(actions (B,)) -> (obs, reward, terminated, truncated, info)``; obs
@@ -301,85 +328,19 @@ class NetHackVec:
         if not seeds or not 0 <= workers <= len(seeds):
             raise ValueError(f"need num_envs >= 1, 0 <= workers <= num_envs: {num_envs}, {workers}")
         self.config, self.num_envs, self.workers = config, len(seeds), workers
-        self.games, self._conns, self._procs = [], [], []  # in-process games, or worker pipes
-        ctx = mp.get_context(start_method)
-        for chunk in np.array_split(np.arange(self.num_envs), workers) if workers else []:
-            parent, child = ctx.Pipe()
-            args = (child, config, [seeds[i] for i in chunk])
-            (proc := ctx.Process(target=_worker, args=args, daemon=True)).start()
-            self._procs.append(proc)
-            child.close()
-            self._conns.append(parent)
-        for conn in self._conns:
-            self._recv(conn)
-        if workers:
-            return
-        self.games = [NetHackGame(config) for _ in seeds]
-        self._rngs = [np.random.default_rng(s) for s in seeds]
-        if config.start == "far":
-            from fpc_jax.envs.nle_bot import PrefixSet
-
-            self.prefixes = PrefixSet.load(config.prefixes)
-            self._far = self.prefixes.reaching(config.far_depth)
-
-    def _recv(self, conn: Connection) -> Any:
-        status, data = conn.recv()
-        if status == "error":
-            self.close()
-            raise RuntimeError(f"NetHack worker failed:\n{data}")
-        return data
-
-    def _begin(self, i: int) -> Any:
-        rng, game = self._rngs[i], self.games[i]
-        if self.config.start == "close":
-            return game.reset(*(int(s) for s in rng.integers(1, 2**31, size=2)))
-        return self.prefixes.start(game, int(rng.choice(self._far)), self.config.far_depth)
+        self._pool = HostPool(
+            functools.partial(_Games, config), seeds, workers, name="NetHack",
+            start_method=start_method,
+        )  # fmt: skip
 
     def reset(self) -> Any:
-        if self.workers:
-            for conn in self._conns:
-                conn.send(("reset",))
-            return _join([self._recv(conn) for conn in self._conns], np.concatenate)
-        return _join([self._begin(i) for i in range(self.num_envs)])
+        return self._pool.call("reset")
 
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,) or ((actions < 0) | (actions >= NUM_ACTIONS)).any():
             raise ValueError(f"actions must be ({self.num_envs},) ints in [0, {NUM_ACTIONS})")
-        if self.workers:
-            for conn, chunk in zip(self._conns, np.array_split(actions, self.workers), strict=True):
-                conn.send(("step", chunk))
-            parts = [self._recv(conn) for conn in self._conns]
-            obs, reward, term, trunc, info = (_join([p[j] for p in parts], np.concatenate)
-                                              for j in range(5))  # fmt: skip
-            return obs, reward, term, trunc, info
-        out = [g.step(a) for g, a in zip(self.games, actions, strict=True)]
-        info = {k: np.stack([o[4][k] for o in out]) for k in out[0][4]}
-        info["start_depth"] = np.array([g.start_depth for g in self.games], np.int32)
-        info["final_obs"] = _join([o[0] for o in out])
-        obs = _join([self._begin(i) if o[2] or o[3] else o[0] for i, o in enumerate(out)])
-        reward, term, trunc = (np.array([o[j] for o in out]) for j in (1, 2, 3))
-        return obs, reward.astype(np.float32), term, trunc, info
-
-    def close(self) -> None:
-        for conn in getattr(self, "_conns", []):
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("close",))
-        for proc in getattr(self, "_procs", []):
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        for game in getattr(self, "games", []):
-            game.close()
-        self._conns, self._procs, self.games = [], [], []
-
-    def __enter__(self) -> NetHackVec:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    __del__ = close
+        return self._pool.call("step", actions)
 
 
 @register("nle/nethack")
