@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -94,7 +95,7 @@ def test_sweep_smoke(tmp_path):
 
     # the one finetune command runs the CPU backend for configs/robotic_sequence (issue 14)
     assert cli.main(["finetune", "--config", "configs/robotic_sequence/smoke.yaml",
-                     "--out", str(tmp_path)]) == 0  # fmt: skip
+                     "--out", str(tmp_path), "min_pretrain_success=1.0"]) == 0  # fmt: skip
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
@@ -120,3 +121,7 @@ def test_sweep_smoke(tmp_path):
     assert cov.shape == (2, 2, 4) and np.isnan(cov[-1]).all()
     np.testing.assert_allclose(cov[0].sum(-1), 1.0)
     assert (tmp_path / "fig_diagnostics.png").is_file()
+    # pi*'s Far success (the first evaluation of the runs from it) against min_pretrain_success=1
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    weak = curves["eval/stage_success"][0][:, [2, 3]].mean(0).min() < 1.0
+    assert ("pretrain_warning" in info) == weak, info.get("pretrain_warning")

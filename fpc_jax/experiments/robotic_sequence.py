@@ -292,12 +292,20 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
         loop.close()
     curves = chunks._stack(history)
     wall = time.perf_counter() - t0
+    # pi*'s own Far success: the first evaluation of the runs that start from it
+    pre = [i for i, (m, _) in enumerate(labels)
+           if not terms.method(study_config.parse_method(m)[0]).random_init]  # fmt: skip
+    far_pre = curves["eval/stage_success"][0, pre][:, list(far)].mean(0).tolist() if pre else None
+    warning = study.weak_pretrain(cfg, far_pre, [cfg.tasks[k] for k in far])
+    if warning:
+        log(warning)
     rows = study_report.summarize(labels, curves, far, env_ns)
     results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
     study_report.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
+        **({"pretrain_warning": warning} if warning else {}),
         "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e, "far_stages": list(far),
         "agent_steps_per_s": runs * cfg.finetune_steps / wall,
     })  # fmt: skip
