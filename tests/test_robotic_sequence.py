@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -125,3 +126,34 @@ def test_sweep_smoke(tmp_path):
     info = json.loads((tmp_path / "run_info.json").read_text())
     weak = curves["eval/stage_success"][0][:, [2, 3]].mean(0).min() < 1.0
     assert ("pretrain_warning" in info) == weak, info.get("pretrain_warning")
+
+
+def test_ewc_fisher_states_come_from_every_far_task(monkeypatch):
+    """pi*'s Far data is stored task by task ([peg x n/2, push-wall x n/2]); the EWC Fisher's
+    states are drawn uniformly from all of it (CW methods/ewc.py), not the first fisher_states
+    (which were peg-unplug-side only). issue 16, point 1."""
+    pytest.importorskip("metaworld")
+    from fpc_jax.agents.sac.losses import Batch
+    from fpc_jax.retention.fisher import fisher_sample
+
+    n, obs_dim = 400, 39
+    stage = np.repeat([2, 3], n // 2).astype(np.int32)
+    data = Batch(obs=jnp.zeros((n, obs_dim)), action=jnp.zeros((n, 4)), reward=jnp.zeros(n),
+                 next_obs=jnp.zeros((n, obs_dim)), discount_mask=jnp.ones(n),
+                 stage=jnp.asarray(stage))  # fmt: skip
+    seen = {}
+
+    def anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage):
+        seen["fisher"] = np.asarray(f_stage)
+        return "anchors"
+
+    monkeypatch.setattr(rs, "collect_far_data", lambda *a, **k: data)
+    monkeypatch.setattr(rs, "make_anchors", anchors)
+    cfg = cfglib.build(rs.RoboticSequenceConfig, {"bc_states": 200, "em_transitions": 200,
+                                                  "fisher_states": 64, "methods": ["ewc"],
+                                                  "seeds": 1, "buffer_capacity": 1000})  # fmt: skip
+    rs.setup_runs(cfg, log=lambda *_: None)
+    got = seen["fisher"]
+    assert len(got) == 64 and {2, 3} <= set(got.tolist())
+    assert 0.25 < np.mean(got == 3) < 0.75
+    np.testing.assert_array_equal(fisher_sample(n, 64, cfg.seed), fisher_sample(n, 64, cfg.seed))

@@ -47,6 +47,7 @@ from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema liv
 )
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.retention import terms
+from fpc_jax.retention.fisher import fisher_sample
 from fpc_jax.retention.penalties import RetentionCoefs
 
 
@@ -302,9 +303,10 @@ def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     log(f"[finetune] collecting {n_data} pi* states from {list(far)} ...")
     data = collect_far_states(cfg, config, pre.state, jax.random.fold_in(key, 0), n_data)
     zeros = np.zeros(n_data, np.int32)
+    fi = fisher_sample(len(data), cfg.fisher_states, cfg.seed)  # uniform over all Far states (CW)
     anchors = make_anchors(config, pre.state.actor_params, pre.state.critic_params,
                            data[: cfg.bc_states], zeros[: cfg.bc_states],
-                           data[: cfg.fisher_states], zeros[: cfg.fisher_states])  # fmt: skip
+                           data[fi], zeros[fi])  # fmt: skip
     labels, states, coefs = [], [], []
     for method in cfg.methods:
         for s in range(cfg.seeds):

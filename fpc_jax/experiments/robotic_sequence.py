@@ -46,6 +46,7 @@ from fpc_jax.experiments.host_rollouts import (
     evaluate_runs,
 )
 from fpc_jax.retention import terms
+from fpc_jax.retention.fisher import fisher_sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +190,9 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     n_data = max(cfg.bc_states, cfg.em_transitions, cfg.fisher_states)
     log(f"[sweep] collecting {n_data} pi* transitions on {list(cfg.far_tasks)} ...")
     data = collect_far_data(acting, actor0, seq, far, n_data, cfg.seed, cfg.workers)
+    fi = fisher_sample(len(data.obs), cfg.fisher_states, cfg.seed)  # every Far task (CW)
     anchors = make_anchors(config, actor0, critic0, data.obs[: cfg.bc_states],
-                           data.stage[: cfg.bc_states], data.obs[: cfg.fisher_states],
-                           data.stage[: cfg.fisher_states])  # fmt: skip
+                           data.stage[: cfg.bc_states], data.obs[fi], data.stage[fi])  # fmt: skip
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
     em_reserved = cfg.em_transitions if cfg.uses_em else 0
     labels, sacs, bufs, coef_list = [], [], [], []

@@ -26,6 +26,7 @@ from fpc_jax.experiments.chunks import check_resume, run_chunks
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
 from fpc_jax.retention import terms
+from fpc_jax.retention.fisher import fisher_sample
 from fpc_jax.retention.penalties import RetentionCoefs
 
 TEACHER_ENVS = 100
@@ -285,10 +286,11 @@ def finetune(
     data = collect_teacher_data(
         agent, env, params, config, pre.state.actor_params, far, n_data, k_data
     )
+    fi = fisher_sample(len(data["obs"]), cfg.fisher_states, cfg.seed)  # uniform, all Far (CW)
     anchors = agent.make_anchors(
         config, pre.state.actor_params, pre.state.critic_params,
         data["obs"][: cfg.bc_states], data["stage"][: cfg.bc_states],
-        data["obs"][: cfg.fisher_states], data["stage"][: cfg.fisher_states],
+        data["obs"][fi], data["stage"][fi],
     )  # fmt: skip
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data) if cfg.uses_em else None
     pool = jnp.asarray(far, jnp.int32)

@@ -13,6 +13,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fpc_jax.retention.trunk import trunk_mask
 
@@ -161,3 +162,13 @@ def value_fisher(
 
     fisher = _chunked_mean(per_sample, params, tuple(xs), chunk_size)
     return _clip_and_mask(fisher, min_value)
+
+
+def fisher_sample(n_data: int, n: int, seed: int) -> np.ndarray:
+    """Indices of the EWC Fisher states among ``n_data`` stored Far states: ``n`` uniform draws
+    with replacement (Continual World ``methods/ewc.py`` samples its 10 batches of 256 from the
+    replay of the tasks it protects), so every Far task and every part of an episode contributes
+    in proportion to its stored states, not the first ``n`` (one Far task, early steps)."""
+    if n_data < 1 or n < 1:
+        raise ValueError(f"need n_data >= 1 and n >= 1, got {n_data}, {n}")
+    return np.random.default_rng([seed, 0xF15E]).integers(0, n_data, n)
