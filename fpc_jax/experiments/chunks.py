@@ -81,7 +81,7 @@ def run_chunks(
     (fpc_jax/retention/diagnostics.py), computed at every evaluation into ``diag/<name>``.
     ``on_chunk(curves)``: called after each chunk's curves are written (e.g. a partial summary)."""
     chunk_fn, eval_fn = _compiled(make_chunk, env, static, config)
-    diag_fn = _compiled_diagnose(make_diagnose, config) if make_diagnose else None
+    diag_fn = compiled_diagnose(make_diagnose, config) if make_diagnose else None
     n_chunks = total_steps // static.steps_per_chunk
     ckpt_dir = out_dir / f"{tag}_state"
     curves_path = out_dir / f"{tag}_curves.npz"
@@ -228,7 +228,10 @@ def _log_physics(row: dict[str, np.ndarray], c: int, n: int, tag: str, log) -> N
         log(f"[{tag}] chunk {c}/{n}: steps with " + ", ".join(parts))
 
 
-def _compiled_diagnose(make_diagnose: Callable[[Any], Any], config: Any) -> Any:
+def compiled_diagnose(make_diagnose: Callable[[Any], Any], config: Any) -> Any:
+    """``make_diagnose(config)``'s diagnostics jitted and vmapped over the runs axis of its first
+    argument (anchors and Far stages shared), cached per ``(make_diagnose, config)``; used by
+    ``run_chunks`` and by the host-env studies (Meta-World CPU sweep, Montezuma)."""
     key = (make_diagnose, config)
     if key not in _DIAGNOSE:
         _DIAGNOSE[key] = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))

@@ -44,10 +44,6 @@ def run_series(curves: dict[str, np.ndarray], runs: Sequence[int], far: Sequence
     return out
 
 
-def has_diagnostics(curves: dict[str, np.ndarray]) -> bool:
-    return any(k.startswith("diag/") for k in curves)
-
-
 def plot_diagnostics(
     groups: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]],
     path: Path,

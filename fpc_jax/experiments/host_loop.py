@@ -1,7 +1,7 @@
 """The Meta-World CPU sweep's training loop: R runs on R x E real Meta-World envs stepped on the
 host (worker processes), one jitted policy call per vector step, one jitted call per burst that
-writes the transitions into every run's replay and does the SAC updates; the SAC FPC diagnostics
-of every run in one jitted call. Used by ``robotic_sequence.sweep``."""
+writes the transitions into every run's replay and does the SAC updates. Used by
+``robotic_sequence.sweep``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fpc_jax.agents.sac.diagnostics import make_diagnose
 from fpc_jax.agents.sac.networks import SACConfig
 from fpc_jax.agents.sac.replay import buffer_add
 from fpc_jax.agents.sac.train import make_update_burst
@@ -40,11 +39,6 @@ def make_learn(config: SACConfig, updates: int):
 
     in_axes = (0, 0, 0, None, 0, 0, 0, None)
     return jax.jit(jax.vmap(learn, in_axes=in_axes), donate_argnums=(0, 1))
-
-
-def make_run_diagnose(config: SACConfig):
-    """The SAC diagnostics (agents/sac/diagnostics.py) of every run's SAC state, one jitted call."""
-    return jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
 
 
 class HostLoop:

@@ -34,8 +34,8 @@ from fpc_jax.agents.ppo.update import (
     update_epochs,
 )
 from fpc_jax.envs import ale_montezuma as mz
+from fpc_jax.experiments import chunks, ppo_study, results, study, study_report
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import ppo_study, results, study, study_report
 from fpc_jax.experiments.checkpoint import CheckpointError
 from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema lives there)
     ENV,
@@ -155,7 +155,7 @@ def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_ste
     act, update = make_learner(config, cfg.epochs, cfg.minibatches, cfg.clip_value_loss)
     diagnose = None  # pi*'s diagnostics (agents/ppo/diagnostics.py): fine-tuning only
     if tag == "finetune":
-        diagnose = jax.jit(jax.vmap(make_diagnose(config), in_axes=(0, None, None)))
+        diagnose = chunks.compiled_diagnose(make_diagnose, config)
         far_pool = jnp.asarray([ROUTE.index(n) for n in far_starts], jnp.int32)
     r, n, t = len(jax.tree.leaves(coefs)[0]), cfg.num_envs, cfg.num_steps
     vec = make_vec(cfg, r * n, seed=cfg.seed)

@@ -102,9 +102,9 @@ def _yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _curves(run_dir: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
-    """(x, stage_success (evals, runs, heads), all_solved (evals, runs), all arrays) of a dir,
-    or None."""
+def _curves(run_dir: Path, cfg: dict, far: Sequence[int]) -> tuple[np.ndarray, ...] | None:
+    """(x, stage_success (evals, runs, heads), all_solved (evals, runs), diagnostics
+    ``{name: (runs, evals)}``, ``diagnostics_plot.run_series``) of a dir, or None."""
     path = next((run_dir / n for n in CURVES_FILES if (run_dir / n).is_file()), None)
     if path is None:
         return None
@@ -116,7 +116,8 @@ def _curves(run_dir: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarra
     every = cfg.get("steps_per_chunk") or 1
     x = arrays.get("env_steps", np.arange(stage.shape[0]) * every)
     solved = arrays.get("eval/all_solved", np.full(stage.shape[:2], np.nan))
-    return np.asarray(x, np.float64), stage, solved, arrays
+    diag = diagnostics_plot.run_series(arrays, range(stage.shape[1]), far)
+    return np.asarray(x, np.float64), stage, solved, diag
 
 
 def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]:
@@ -141,7 +142,8 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
     cfg = _yaml(d / "config.yaml")
     info = json.loads((d / "run_info.json").read_text()) if (d / "run_info.json").is_file() else {}
     steps = float(info.get("env_steps_per_run") or cfg.get("finetune_steps") or 0)
-    curves = _curves(d, cfg) if kind == "sequence" and summary.name == "summary.csv" else None
+    sequence = kind == "sequence" and summary.name == "summary.csv"
+    curves = _curves(d, cfg, info.get("far_stages") or ()) if sequence else None
     labels = [tuple(lab) for lab in info.get("labels", [])]
     runs = []
     for i, r in enumerate(rows):
@@ -154,11 +156,10 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
                   steps, order, int(cfg.get("seed") or 0))  # fmt: skip
         if curves is not None:
             j = labels.index((run.method, run.seed)) if (run.method, run.seed) in labels else i
-            x, stage, solved, arrays = curves
+            x, stage, solved, diag = curves
             if j < stage.shape[1]:
                 run.x, run.stages, run.all_solved = x, stage[:, j], solved[:, j]
-                series = diagnostics_plot.run_series(arrays, [j], info.get("far_stages") or ())
-                run.diag = {k: v[0] for k, v in series.items()} or None
+                run.diag = {k: v[j] for k, v in diag.items()} or None
         runs.append(run)
     return kind, runs, cfg
 

@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from fpc_jax.agents.sac.anchors import make_anchors
+from fpc_jax.agents.sac.diagnostics import make_diagnose
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
 from fpc_jax.agents.sac.replay import buffer_fill_reserved, buffer_init
 from fpc_jax.agents.sac.train import transition_example
@@ -37,7 +38,7 @@ from fpc_jax.envs.metaworld_cpu import (
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import chunks, results, sac_study, study, study_config, study_report
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments.host_loop import HostLoop, make_run_diagnose
+from fpc_jax.experiments.host_loop import HostLoop
 from fpc_jax.experiments.host_rollouts import (
     ACT_DIM,
     OBS_DIM,
@@ -260,7 +261,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
         f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
     loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs)
-    diagnose = make_run_diagnose(config)
+    diagnose = chunks.compiled_diagnose(make_diagnose, config)
     loop.step = step
     bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
     bar.update(step)
