@@ -31,7 +31,7 @@ def test_smoke_pretrain_finetune_end_to_end(tmp_path):
     assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
     for r in rows:
         assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
-        for c in study_report.SUMMARY_COLUMNS[2:-1]:
+        for c in study_report.SUCCESS_COLUMNS:
             assert 0.0 <= float(r[c]) <= 1.0
     curves = np.load(out / "finetune_curves.npz")
     assert curves["eval__stage_success"].shape == (2, 2, len(host_ppo.ROUTE))

@@ -95,13 +95,39 @@ def test_fisher_hand_worked_linear_policy():
         "head": {"kernel": jnp.array([[a, d]]), "bias": jnp.array([c, e])},
     }
     obs = jnp.array([[0.5], [-1.0], [2.0]])
-    fisher = actor_fisher(nets.actor_apply, params, obs, jnp.zeros(3, jnp.int32), chunk_size=2)
+    stage = jnp.zeros(3, jnp.int32)
     o = np.array([0.5, -1.0, 2.0])
-    sigma = np.exp(d * (w * o + b) + e)
-    per = (a**2 + 2 * sigma**2 * d**2) / (sigma**2 + 1e-6)
-    np.testing.assert_allclose(fisher["trunk"]["dense_0"]["kernel"], [[np.mean(per * o**2)]], 1e-5)
-    np.testing.assert_allclose(fisher["trunk"]["dense_0"]["bias"], [np.mean(per)], rtol=1e-5)
-    np.testing.assert_array_equal(fisher["head"]["kernel"], 0.0)
+    h = w * o + b
+    sigma = np.exp(d * h + e)
+    for mean, slope in (("pre_tanh", 1.0), ("squashed", 1.0 - np.tanh(a * h + c) ** 2)):
+        # squashed (CW): d tanh(mu) = (1 - tanh(mu)^2) dmu
+        fisher = actor_fisher(nets.actor_apply, params, obs, stage, chunk_size=2, mean=mean)
+        per = ((slope * a) ** 2 + 2 * sigma**2 * d**2) / (sigma**2 + 1e-6)
+        kernel = fisher["trunk"]["dense_0"]["kernel"]
+        np.testing.assert_allclose(kernel, [[np.mean(per * o**2)]], 1e-5, err_msg=mean)
+        np.testing.assert_allclose(fisher["trunk"]["dense_0"]["bias"], [np.mean(per)], rtol=1e-5)
+        np.testing.assert_array_equal(fisher["head"]["kernel"], 0.0)
+
+
+def test_actor_fisher_clips_each_state_before_the_mean():
+    """CW clips every state's Fisher at 1e-5 before averaging: with a state o = 0 (no gradient on
+    the kernel), the kernel's Fisher is mean(max(f(s), 1e-5)), not max(mean f(s), 1e-5)."""
+    config = SACConfig(
+        obs_dim=1, act_dim=1, hidden_sizes=(1,), first_activation="identity", batch_size=1
+    )
+    nets = make_sac_networks(config)
+    params = {
+        "trunk": {"dense_0": {"kernel": jnp.array([[1.0]]), "bias": jnp.array([0.0])}},
+        "head": {"kernel": jnp.array([[1e-2, 0.0]]), "bias": jnp.array([0.0, 0.0])},
+    }
+    obs = jnp.array([[0.0], [1.0]])
+    fisher = actor_fisher(nets.actor_apply, params, obs, jnp.zeros(2, jnp.int32), mean="pre_tanh")
+    per_state = np.array([0.0, (1e-2) ** 2 / (1.0 + 1e-6)])  # a^2 o^2 / (sigma^2 + 1e-6), sigma 1
+    want = np.mean(np.maximum(per_state, 1e-5))
+    assert want != pytest.approx(max(np.mean(per_state), 1e-5))
+    np.testing.assert_allclose(fisher["trunk"]["dense_0"]["kernel"], [[want]], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown Fisher mean"):
+        actor_fisher(nets.actor_apply, params, obs, jnp.zeros(2, jnp.int32), mean="tanh")
 
 
 SMALL = SACConfig(obs_dim=3, act_dim=2, num_heads=3, hidden_sizes=(8, 8), batch_size=4)
@@ -126,8 +152,8 @@ def test_actor_fisher_matches_loop_reference():
     obs, stage, _ = _states()
     fisher = jax.jit(lambda p: actor_fisher(nets.actor_apply, p, obs, stage, chunk_size=3))(
         actor_params
-    )
-    g_mu = jax.jit(jax.grad(lambda p, o, s, j: nets.actor_apply(p, o, s)[0][j]))
+    )  # default: CW's, on tanh(mean), clipped per state
+    g_mu = jax.jit(jax.grad(lambda p, o, s, j: jnp.tanh(nets.actor_apply(p, o, s)[0][j])))
     g_sd = jax.jit(jax.grad(lambda p, o, s, j: jnp.exp(nets.actor_apply(p, o, s)[1][j])))
     total = jax.tree_util.tree_map(np.zeros_like, jax.device_get(actor_params))
     _, log_stds = jax.jit(jax.vmap(nets.actor_apply, in_axes=(None, 0, 0)))(
@@ -135,14 +161,16 @@ def test_actor_fisher_matches_loop_reference():
     )
     for i in range(obs.shape[0]):
         sigma = np.exp(np.asarray(log_stds[i]))
+        state = jax.tree_util.tree_map(np.zeros_like, total)
         for j in range(SMALL.act_dim):
             gm = jax.device_get(g_mu(actor_params, obs[i], stage[i], j))
             gs = jax.device_get(g_sd(actor_params, obs[i], stage[i], j))
             inv = 1.0 / (sigma[j] ** 2 + 1e-6)
-            total = jax.tree_util.tree_map(
-                lambda t, m, s, inv=inv: t + (m**2 + 2 * s**2) * inv, total, gm, gs
+            state = jax.tree_util.tree_map(
+                lambda t, m, s, inv=inv: t + (m**2 + 2 * s**2) * inv, state, gm, gs
             )
-    expected = jax.tree_util.tree_map(lambda t: np.maximum(t / obs.shape[0], 1e-5), total)
+        total = jax.tree_util.tree_map(lambda t, f: t + np.maximum(f, 1e-5), total, state)
+    expected = jax.tree_util.tree_map(lambda t: t / obs.shape[0], total)
     np.testing.assert_allclose(
         fisher["trunk"]["dense_1"]["kernel"], expected["trunk"]["dense_1"]["kernel"], rtol=1e-4
     )
@@ -171,7 +199,7 @@ def test_critic_fisher_matches_loop_reference():
             grads = jax.device_get(g(critic_params, obs[i], action[i], stage[i], j))
             total = jax.tree_util.tree_map(lambda t, x: t + x**2, total, grads)
     kernel = fisher["trunk"]["dense_0"]["kernel"]
-    ref = np.maximum(total["trunk"]["dense_0"]["kernel"] / obs.shape[0], 1e-5)
+    ref = total["trunk"]["dense_0"]["kernel"] / obs.shape[0]  # not clipped, as CW's critic
     np.testing.assert_allclose(kernel, ref, rtol=1e-4)
     assert not np.allclose(kernel[0], kernel[1])  # each critic keeps its own Fisher
     np.testing.assert_array_equal(fisher["head"]["kernel"], 0.0)

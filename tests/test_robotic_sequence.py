@@ -12,7 +12,7 @@ import pytest
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import robotic_sequence as rs
-from fpc_jax.experiments import sac_study
+from fpc_jax.experiments import sac_study, study_report
 
 pytestmark = pytest.mark.metaworld
 
@@ -102,10 +102,15 @@ def test_sweep_smoke(tmp_path):
     assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
     for r in rows:
         assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
-        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
+        for k in study_report.SUCCESS_COLUMNS:
             assert 0.0 <= float(r[k]) <= 1.0
     curves = np.load(tmp_path / "sweep_curves.npz")
     assert curves["eval/stage_success"].shape == (2, 2, 4)
+    for mode in ("stochastic", "deterministic"):  # eval_policy both (issue 16)
+        assert curves[f"eval/{mode}/stage_success"].shape == (2, 2, 4)
+        for r in rows:
+            assert 0.0 <= float(r[f"far_success_final_{mode}"]) <= 1.0
+    np.testing.assert_array_equal(curves["eval/all_solved"], curves["eval/stochastic/all_solved"])
     # row 0: the evaluation before the chunk and the chunk's training statistics (per run); the
     # final evaluation has none
     for k in ("train/critic/loss", "train/actor/bc", "train/actor/entropy"):
@@ -143,8 +148,9 @@ def test_ewc_fisher_states_come_from_every_far_task(monkeypatch):
                  stage=jnp.asarray(stage))  # fmt: skip
     seen = {}
 
-    def anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage):
+    def anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage, fisher_mean):
         seen["fisher"] = np.asarray(f_stage)
+        seen["fisher_mean"] = fisher_mean
         return "anchors"
 
     monkeypatch.setattr(rs, "collect_far_data", lambda *a, **k: data)
@@ -154,6 +160,34 @@ def test_ewc_fisher_states_come_from_every_far_task(monkeypatch):
                                                   "seeds": 1, "buffer_capacity": 1000})  # fmt: skip
     rs.setup_runs(cfg, log=lambda *_: None)
     got = seen["fisher"]
+    assert seen["fisher_mean"] == "squashed"  # CW's default reaches the sweep's anchors
     assert len(got) == 64 and {2, 3} <= set(got.tolist())
     assert 0.25 < np.mean(got == 3) < 0.75
     np.testing.assert_array_equal(fisher_sample(n, 64, cfg.seed), fisher_sample(n, 64, cfg.seed))
+
+
+def test_host_loop_scratch_runs_act_at_random_first():
+    """The CPU sweep's per-run start steps (issue 16, CW): a scratch run's first
+    ``scratch_start_steps`` actions are uniform random, a run from pi* acts with its policy."""
+    pytest.importorskip("metaworld")
+    from types import SimpleNamespace
+
+    from fpc_jax.experiments.host_loop import HostLoop
+
+    cfg = cfglib.build(rs.RoboticSequenceConfig, {
+        "bc_states": 100, "em_transitions": 100, "fisher_states": 32, "methods": ["ft", "scratch"],
+        "seeds": 1, "buffer_capacity": 1000, "scratch_start_steps": 50, "update_after": 10_000,
+    })  # fmt: skip
+    r = rs.setup_runs(cfg, log=lambda *_: None)
+    assert r.random_steps.tolist() == [0, 50]
+    assert np.asarray(r.buf.ring_limit).tolist() == [1000, 1000]
+    loop = HostLoop(cfg, r.config, r.seq, r.acting, r.sac, r.buf, r.anchors, r.coefs, r.hyp,
+                    r.key, r.runs, random_steps=r.random_steps)  # fmt: skip
+    loop.acting = SimpleNamespace(sample=lambda p, o, st, k: np.zeros((*o.shape[:2], rs.ACT_DIM)))
+    try:
+        loop.burst()  # 50 env steps per run
+    finally:
+        loop.close()
+    actions = np.asarray(loop.buf.data.action)[:, :50]
+    assert not actions[0].any()  # ft: the (stubbed, zero) policy
+    assert np.abs(actions[1]).mean() > 0.3  # scratch: uniform in [-1, 1]

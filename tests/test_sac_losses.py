@@ -235,3 +235,36 @@ def test_actor_ks_term_is_kl_teacher_to_student():
         coefs = RetentionCoefs.create(ks_actor=1.0, bc_kl_direction=direction)
         m = _actor_metrics(anchors, student, critic_params, coefs)
         assert float(m["actor/ks"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5), direction
+
+
+def test_squashed_bc_and_ks_compare_tanh_means():
+    """``bc_squashed`` / ``ks_squashed`` = 1: the KL of Gaussians on tanh(mean) with the pre-tanh
+    stds (the CW-lineage variant); 0 (default) the pre-tanh Gaussians of I section 2."""
+    want = _gaussian_kl_by_hand(
+        np.tanh(TEACHER_MEAN), TEACHER_STD, np.tanh(STUDENT_MEAN), STUDENT_STD
+    )
+    assert abs(want - KL_TEACHER_STUDENT) > 1e-3
+    _, actor_params, critic_params, _ = _setup()
+    student = _constant_actor(actor_params, STUDENT_MEAN, np.log(STUDENT_STD))
+    teacher = _constant_actor(actor_params, TEACHER_MEAN, np.log(TEACHER_STD))
+    anchors = placeholder_anchors(CONFIG, teacher, critic_params, 6)
+    anchors = anchors.replace(
+        bc_mean=jnp.broadcast_to(jnp.asarray(TEACHER_MEAN, jnp.float32), anchors.bc_mean.shape),
+        bc_log_std=jnp.broadcast_to(
+            jnp.asarray(np.log(TEACHER_STD), jnp.float32), anchors.bc_log_std.shape
+        ),
+    )
+    both = dict(bc_actor=1.0, ks_actor=1.0)
+    m = _actor_metrics(anchors, student, critic_params, RetentionCoefs.create(**both))
+    assert float(m["actor/bc"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5)
+    assert float(m["actor/ks"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5)
+    coefs = RetentionCoefs.create(**both, bc_squashed=1.0)
+    m = _actor_metrics(anchors, student, critic_params, coefs)
+    assert float(m["actor/bc"]) == pytest.approx(want, rel=1e-5)
+    assert float(m["actor/ks"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5)  # KS has its own
+    coefs = RetentionCoefs.create(**both, ks_squashed=1.0)
+    m = _actor_metrics(anchors, student, critic_params, coefs)
+    assert float(m["actor/ks"]) == pytest.approx(want, rel=1e-5)
+    assert float(m["actor/bc"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5)
+    with pytest.raises(ValueError, match="0 \\(off\\) or 1"):
+        RetentionCoefs.create(bc_squashed=0.5)

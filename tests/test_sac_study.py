@@ -13,14 +13,14 @@ import pytest
 
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import sac_study, study_config
+from fpc_jax.experiments import sac_study, study_config, study_report
 
 TINY = {
     "name": "tiny", "hidden_sizes": [16, 16], "batch_size": 32, "T": 30, "update_every": 25,
     "update_after": 100, "buffer_capacity": 2000, "eval_episodes": 2, "steps_per_chunk": 100,
     "pretrain_steps": 200, "pretrain_start_steps": 100, "finetune_steps": 200, "seeds": 2,
     "methods": ["ft", "ewc", "bc", "em", "scratch"], "bc_states": 64, "em_transitions": 64,
-    "fisher_states": 32,
+    "fisher_states": 32, "em_buffer_capacity": 2000, "scratch_start_steps": 100,
 }  # fmt: skip
 
 
@@ -54,14 +54,21 @@ def test_finetune_writes_summary_and_plots(finetuned):
     assert [(r["method"], r["seed"]) for r in rows[:3]] == [("ft", "0"), ("ft", "1"), ("ewc", "0")]
     for r in rows:
         assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
-        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
+        for k in study_report.SUCCESS_COLUMNS:
             assert 0.0 <= float(r[k]) <= 1.0, (k, r)
         assert float(r["far_success_min"]) <= float(r["far_success_pretrained"]) + 1e-9
+        for k in study_report.MODE_COLUMNS:  # eval_policy both: each mode's own columns
+            assert 0.0 <= float(r[k]) <= 1.0, (k, r)
+        assert r["far_success_min"] == r["far_success_min_stochastic"]  # eval/* = stochastic (CW)
     for name in ("fig_sequence.png", "fig_stages.png", "config.yaml", "run_info.json"):
         assert (finetuned / name).is_file()
     curves = np.load(finetuned / "finetune_curves.npz")
     # 2 chunks + the final evaluation; 10 runs; 4 heads.
     assert curves["eval/stage_success"].shape == (3, 10, 4)
+    for mode in ("stochastic", "deterministic"):
+        assert curves[f"eval/{mode}/stage_success"].shape == (3, 10, 4)
+    stochastic = curves["eval/stochastic/stage_success"]
+    np.testing.assert_array_equal(curves["eval/stage_success"], stochastic)
 
 
 def test_finetune_writes_diagnostics_curves_and_figure(finetuned):
@@ -208,3 +215,43 @@ def test_backend_fields_are_validated_and_kept_out_of_old_resume_keys():
     assert sac_study.env_lanes(tiny(**mjx, seeds=3), "finetune") == sac_study.TEACHER_ENVS
     assert sac_study.env_lanes(tiny(**mjx, seeds=20), "finetune") == 40 * 4 * 2
     assert sac_study.env_lanes(tiny(**mjx, seeds=20), "pretrain") == 4 * 2
+
+
+def test_scratch_starts_with_random_actions_and_em_keeps_its_own_replay_size():
+    """Per-run start steps and replay sizes in one program (issue 16): scratch acts uniformly at
+    random for ``scratch_start_steps`` (CW), the runs from pi* for ``finetune_start_steps``; EM
+    rings ``em_buffer_capacity - em_transitions`` slots (I), the others ``buffer_capacity``."""
+    import jax.numpy as jnp
+
+    from fpc_jax.agents.sac.train import make_train_chunk
+    from fpc_jax.retention.penalties import RetentionCoefs
+
+    cfg = tiny(scratch_start_steps=100, em_buffer_capacity=1000, update_after=10_000)
+    agent = sac_study.SAC
+    static = agent.loop_static(cfg, "finetune")
+    assert (static.buffer_capacity, static.em_reserved) == (2000 + 64, 64)
+    env, params = agent.build_env(cfg, "finetune")
+    config = agent.network(cfg, env)
+    hyper = agent.hyper(cfg, config)
+    state = agent.init_state(config, hyper, jax.random.key(0))
+    head = state.actor_params["head"]  # pi: mean 0, std e^-20 on every state, so a = 0
+    bias = jnp.concatenate([jnp.zeros(config.act_dim), jnp.full(config.act_dim, -20.0)])
+    actor = {**state.actor_params, "head": {"kernel": jnp.zeros_like(head["kernel"]),
+                                            "bias": jnp.tile(bias, config.num_heads)}}  # fmt: skip
+    state = state.replace(actor_params=actor)
+    pool = jnp.asarray(env.far_stages, jnp.int32)
+    runs = []
+    for method, rand, ring in (("scratch", 100, 2000), ("ft", 0, 2000), ("em", 0, 1000 - 64)):
+        run = agent.init_run(env, static, state, params, pool, jax.random.key(1), cfg=cfg,
+                             method=method)  # fmt: skip
+        assert (int(run.random_steps), int(run.buffer.ring_limit)) == (rand, ring), method
+        runs.append(run)
+    chunk, _ = make_train_chunk(env, static, config)
+    run, _ = jax.jit(chunk)(runs[0], jnp.int32(0), agent.null_anchors(config, state),
+                            RetentionCoefs.create(), hyper, params, pool)  # fmt: skip
+    scratch_actions = np.asarray(run.buffer.data.action[64 : 64 + 100])
+    run, _ = jax.jit(chunk)(runs[1], jnp.int32(0), agent.null_anchors(config, state),
+                            RetentionCoefs.create(), hyper, params, pool)  # fmt: skip
+    ft_actions = np.asarray(run.buffer.data.action[64 : 64 + 100])
+    assert np.abs(ft_actions).max() < 1e-6  # pi*'s own (here: zero) actions
+    assert np.abs(scratch_actions).max() > 0.5 and np.abs(scratch_actions).mean() > 0.3

@@ -170,6 +170,36 @@ def test_replay_samples_only_filled_slots_reserved_included():
         buffer_fill_reserved(buf, _transitions(0, 6))
 
 
+def test_replay_ring_limit_keeps_each_runs_own_size_in_one_allocation():
+    """Runs of one program with ring limits 4 and 8 in 10 slots: each keeps its last 4 / 8
+    online transitions (CW's 1M next to EM's 100k); vmapped, the limit is a per-run leaf."""
+    ex = {"id": jnp.zeros(()), "obs": jnp.zeros(2)}
+    bufs = [buffer_init(10, ex, reserved=2, ring_limit=n) for n in (4, 8)]
+    both = jax.tree.map(lambda *x: jnp.stack(x), *bufs)
+    add = jax.jit(jax.vmap(buffer_add, in_axes=(0, None)))
+    for step in range(3):
+        both = add(both, _transitions(10 * step, 3))  # 9 writes
+    small, large = (jax.tree.map(lambda x, i=i: x[i], both) for i in (0, 1))
+    assert int(small.size) == 4 and int(large.size) == 8
+    assert set(np.asarray(small.data["id"][2:6]).tolist()) == {12.0, 20.0, 21.0, 22.0}
+    assert set(np.asarray(small.data["id"][6:]).tolist()) == {0.0}  # never written
+    want = {1.0, 2.0, 10.0, 11.0, 12.0, 20.0, 21.0, 22.0}
+    assert set(np.asarray(large.data["id"][2:]).tolist()) == want
+    with pytest.raises(ValueError, match="ring_limit"):
+        buffer_init(10, ex, reserved=2, ring_limit=9)
+
+
+def test_replay_capacity_beyond_what_a_run_writes_changes_nothing():
+    """Issue 16's replay point: below its ring size a buffer samples the same transitions
+    whatever its capacity (a 20k-step toy run is the same with 100k or CW's 1M slots)."""
+    ex = {"id": jnp.zeros(()), "obs": jnp.zeros(2)}
+    samples = []
+    for capacity in (64, 4096):
+        buf = buffer_add(buffer_init(capacity, ex), _transitions(0, 50))
+        samples.append(buffer_sample(buf, jax.random.PRNGKey(3), 256))
+    jax.tree.map(np.testing.assert_array_equal, *samples)
+
+
 def test_zero_critic_heads_keeps_only_the_named_stages():
     state = init_train_state(CONFIG, HYPER, jax.random.PRNGKey(0))
     out = zero_critic_heads(state.critic_params, keep=[1])

@@ -47,8 +47,13 @@ class HostLoop:
     replay and doing ``update_every * E`` SAC updates per run."""
 
     def __init__(self, cfg: Any, config: SACConfig, seq, acting: Acting,
-                 sac, buf, anchors, coefs, hyper, key, runs: int) -> None:  # fmt: skip
+                 sac, buf, anchors, coefs, hyper, key, runs: int,
+                 random_steps: np.ndarray | None = None) -> None:  # fmt: skip
         self.cfg, self.acting, self.runs, self.e = cfg, acting, runs, cfg.envs_per_run
+        # per run: env steps of uniform-random actions at the start (scratch: CW's 10k)
+        self.random_steps = np.broadcast_to(
+            cfg.finetune_start_steps if random_steps is None else random_steps, (runs,)
+        )
         self.sac, self.buf, self.anchors, self.coefs, self.hyper = sac, buf, anchors, coefs, hyper
         self.key = key
         self.learn = make_learn(config, cfg.update_every * self.e)
@@ -86,7 +91,8 @@ class HostLoop:
         store: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
         for _ in range(cfg.update_every):
             self.key, k_act = jax.random.split(self.key)
-            if self.step < cfg.finetune_start_steps:
+            rand = np.repeat(self.step < self.random_steps, e)  # (runs * e,)
+            if rand.all():
                 a = self.rng.uniform(-1, 1, (runs * e, ACT_DIM))
             else:
                 a = np.asarray(self.acting.sample(
@@ -94,6 +100,8 @@ class HostLoop:
                     self.stage.reshape(runs, e),
                     jax.random.split(k_act, runs * e).reshape(runs, e),
                 )).reshape(runs * e, ACT_DIM)  # fmt: skip
+                if rand.any():
+                    a = np.where(rand[:, None], self.rng.uniform(-1, 1, a.shape), a)
             nxt, r, term, trunc, info = self.vec.step(a)
             record(store, self.obs, a, r, info, (runs, e))
             np.add.at(self.visits, (np.arange(runs * e) // e, self.stage), 1)

@@ -1,5 +1,5 @@
 """Host-side rollouts of Meta-World sequences for many runs at once: one jitted, vmapped policy
-call per vector step (``Acting``), the per-run deterministic evaluation (``evaluate_runs``) and
+call per vector step (``Acting``), the per-run evaluation (``evaluate_runs``) and
 pi*'s Far-stage data for the retention anchors (``collect_far_data``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from fpc_jax.agents.sac.losses import Batch
 from fpc_jax.agents.sac.networks import SACConfig
-from fpc_jax.agents.sac.train import make_policy
+from fpc_jax.agents.sac.train import EVAL_POLICIES, make_policy
 from fpc_jax.envs.metaworld_cpu import (
     MetaWorldSequenceConfig,
     MetaWorldSequenceVec,
@@ -41,12 +41,15 @@ def next_stage(stage_ids: np.ndarray, pos: np.ndarray, info: dict, done: np.ndar
 
 def evaluate_runs(
     acting: Acting, actor_params: Any, seq: MetaWorldSequenceConfig, runs: int, episodes: int,
-    seed: int, workers: int = 0,
+    seed: int, workers: int = 0, policy: str = "deterministic",
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Deterministic success of every run: each stage alone (its head), and the whole sequence."""
+    """Success of every run: each stage alone (its head), and the whole sequence, for the
+    ``policy`` of ``sac.train.EVAL_POLICIES`` (the same keys as ``sac.train.make_evaluate``)."""
+    if policy not in EVAL_POLICIES:
+        raise ValueError(f"policy must be one of {EVAL_POLICIES}, got {policy!r}")
     k = seq.num_stages
 
-    def play(cfg: MetaWorldSequenceConfig, max_steps: int) -> np.ndarray:
+    def play(cfg: MetaWorldSequenceConfig, max_steps: int, key: jax.Array | None) -> np.ndarray:
         n = runs * episodes
         vec = MetaWorldSequenceVec(config=cfg, num_envs=n, seed=seed, workers=min(workers, n))
         try:
@@ -56,8 +59,13 @@ def evaluate_runs(
             solved = np.zeros(n)
             finished = np.zeros(n, bool)
             for _ in range(max_steps):
-                a = acting.greedy(actor_params, obs.reshape(runs, episodes, OBS_DIM),
-                                  stage.reshape(runs, episodes))  # fmt: skip
+                o, st = obs.reshape(runs, episodes, OBS_DIM), stage.reshape(runs, episodes)
+                if key is None:
+                    a = acting.greedy(actor_params, o, st)
+                else:
+                    key, k_act = jax.random.split(key)
+                    ks = jax.random.split(k_act, n).reshape(runs, episodes)
+                    a = acting.sample(actor_params, o, st, ks)
                 obs, _, term, trunc, info = vec.step(np.asarray(a).reshape(n, ACT_DIM))
                 done = term | trunc
                 solved = np.where(done & ~finished, info["stages_solved"], solved)
@@ -69,15 +77,25 @@ def evaluate_runs(
         finally:
             vec.close()
 
-    alone = np.stack(
-        [(play(single_stage_config(seq, s), seq.T) >= 1).mean(1) for s in range(k)], axis=1
-    )
-    full = play(seq, k * seq.T)
-    return {
-        "stage_success": alone,
-        "all_solved": (full >= k).mean(1),
-        "stages_solved_frac": (full / k).mean(1),
-    }
+    def one_mode(key: jax.Array | None) -> dict[str, np.ndarray]:
+        keys = [None] * (k + 1) if key is None else list(jax.random.split(key, k + 1))
+        alone = np.stack([(play(single_stage_config(seq, s), seq.T, keys[s]) >= 1).mean(1)
+                          for s in range(k)], axis=1)  # fmt: skip
+        full = play(seq, k * seq.T, keys[k])
+        return {
+            "stage_success": alone,
+            "all_solved": (full >= k).mean(1),
+            "stages_solved_frac": (full / k).mean(1),
+        }
+
+    if policy == "deterministic":
+        det = one_mode(None)
+        return {**det, **{f"deterministic/{n}": v for n, v in det.items()}}
+    sto = one_mode(jax.random.key(seed))
+    out = {**sto, **{f"stochastic/{n}": v for n, v in sto.items()}}
+    if policy == "both":
+        out |= {f"deterministic/{n}": v for n, v in one_mode(None).items()}
+    return out
 
 
 FIELDS = tuple(Batch.__dataclass_fields__)

@@ -252,7 +252,8 @@ class _PPOAgent:
         return lambda run, anchors, pool: diagnose(run.ppo, anchors, pool)
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
-    make_anchors = staticmethod(make_anchors)
+    def make_anchors(self, cfg, config, actor, critic, bc_obs, bc_stage, f_obs, f_stage):
+        return make_anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage)
     save_policy = staticmethod(save_policy)
     load_policy = staticmethod(load_policy)
 
@@ -262,7 +263,7 @@ class _PPOAgent:
             config, hyper, pre.state.actor_params, pre.state.critic_params, rnd
         )
 
-    def init_run(self, env, static, state, params, pool, key, em=None):
+    def init_run(self, env, static, state, params, pool, key, em=None, cfg=None, method=None):
         if em is not None:
             raise cfglib.ConfigError("PPO has no replay buffer for episodic memory")
         return init_run_state(env, static, state, params, pool, key)

@@ -68,7 +68,7 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
     envs_per_run: int = study_config.option(1, "Meta-World envs stepped per run")
     workers: int = study_config.option(0, "worker processes stepping physics (0: in-process)")
     randomization: str = study_config.option("uniform", "start/goal randomization (uniform | mt1)")
-    eval_episodes: int = study_config.option(5, "deterministic episodes per stage and per sequence")
+    eval_episodes: int = study_config.option(5, "episodes per stage and per sequence (per mode)")
     steps_per_chunk: int = study_config.option(10_000, "env steps per run between evaluations")
     pretrain_steps: int = study_config.option(
         0, "unused here (the Far policy is an asset)", resume_extend=True
@@ -193,9 +193,10 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
     data = collect_far_data(acting, actor0, seq, far, n_data, cfg.seed, cfg.workers)
     fi = fisher_sample(len(data.obs), cfg.fisher_states, cfg.seed)  # every Far task (CW)
     anchors = make_anchors(config, actor0, critic0, data.obs[: cfg.bc_states],
-                           data.stage[: cfg.bc_states], data.obs[fi], data.stage[fi])  # fmt: skip
+                           data.stage[: cfg.bc_states], data.obs[fi], data.stage[fi],
+                           fisher_mean=cfg.ewc_fisher_mean)  # fmt: skip
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
-    em_reserved = cfg.em_transitions if cfg.uses_em else 0
+    slots, em_reserved = study_config.replay_layout(cfg)
     labels, sacs, bufs, coef_list = [], [], [], []
     for method in cfg.methods:
         for s in range(cfg.seeds):
@@ -206,8 +207,8 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
             else:
                 sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
                 sac = sac.replace(target_critic_params=target0)
-            buf = buffer_init(cfg.buffer_capacity, transition_example(OBS_DIM, ACT_DIM),
-                              em_reserved)  # fmt: skip
+            buf = buffer_init(slots, transition_example(OBS_DIM, ACT_DIM), em_reserved,
+                              study_config.ring_limit(cfg, method))  # fmt: skip
             if terms.method(base).reserves_replay:
                 buf = buffer_fill_reserved(buf, em)
             labels.append((method, s))
@@ -232,6 +233,7 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
         labels=labels,
         far=far,
         k_heads=k_heads,
+        random_steps=np.array([study_config.start_steps(cfg, m) for m, _ in labels]),
     )
 
 
@@ -260,7 +262,8 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
         log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")
     log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
         f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
-    loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs)
+    loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs,
+                    random_steps=r.random_steps)  # fmt: skip
     diagnose = chunks.compiled_diagnose(make_diagnose, config)
     loop.step = step
     bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
@@ -271,7 +274,8 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
                 info = {"chunks_done": c, "step": loop.step, "resume_key": resume_key}
                 ckpt.save_runs(state_dir, (loop.sac, loop.buf, loop.key), info)
             ev = evaluate_runs(acting, loop.sac.actor_params, seq, runs, cfg.eval_episodes,
-                               seed=10_000 + c, workers=cfg.workers)  # fmt: skip
+                               seed=10_000 + c, workers=cfg.workers,
+                               policy=cfg.eval_policy)  # fmt: skip
             diag = jax.device_get(diagnose(loop.sac, anchors, jnp.asarray(far)))
             history.append({f"eval/{k}": v for k, v in ev.items()}
                            | {f"diag/{k}": np.asarray(v) for k, v in diag.items()})  # fmt: skip

@@ -33,7 +33,7 @@ from fpc_jax.envs.metaworld_cpu import DEFAULT_TASKS
 from fpc_jax.envs.sequence import SequenceEnv, SequenceParams
 from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments import study
+from fpc_jax.experiments import study, study_config
 from fpc_jax.experiments.study import TEACHER_ENVS
 from fpc_jax.experiments.study_config import BACKENDS, SACStudyConfig
 from fpc_jax.experiments.study_report import SUMMARY_COLUMNS
@@ -111,9 +111,10 @@ def loop_static(cfg: SACStudyConfig, phase: str) -> LoopStatic:
         update_every=cfg.update_every,
         update_after=cfg.update_after,
         start_steps=cfg.pretrain_start_steps if pre else cfg.finetune_start_steps,
-        buffer_capacity=cfg.buffer_capacity,
-        em_reserved=0 if pre or not cfg.uses_em else cfg.em_transitions,
+        buffer_capacity=cfg.buffer_capacity if pre else study_config.replay_layout(cfg)[0],
+        em_reserved=0 if pre else study_config.replay_layout(cfg)[1],
         eval_episodes=cfg.eval_episodes,
+        eval_policy=cfg.eval_policy,
         stage_horizon=cfg.T,
         episode_mode="single" if pre else "sequence",
     )
@@ -152,7 +153,10 @@ class _SACAgent:
         return lambda run, anchors, pool: diagnose(run.sac, anchors, pool)
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
-    make_anchors = staticmethod(make_anchors)
+    def make_anchors(self, cfg: SACStudyConfig, config, actor, critic, bc_obs, bc_stage, f_obs,
+                     f_stage):  # fmt: skip
+        return make_anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage,
+                            fisher_mean=cfg.ewc_fisher_mean)  # fmt: skip
 
     def start_state(self, cfg: SACStudyConfig, config, hyper, pre, far) -> SACTrainState:
         sac = train_state_from_params(
@@ -167,9 +171,15 @@ class _SACAgent:
             )
         return sac
 
-    def init_run(self, env, static, state, params, pool, key, em=None):
+    def init_run(self, env, static, state, params, pool, key, em=None, cfg=None, method=None):
+        """A run; a fine-tuning ``method`` of ``cfg`` sets its random start steps and its replay
+        ring (``study_config.start_steps``, ``ring_limit``), pre-training keeps ``static``'s."""
         em = Batch(**em) if em is not None else None
-        return init_run_state(env, static, state, params, pool, key, em_transitions=em)
+        per_run = {} if method is None else {
+            "random_steps": study_config.start_steps(cfg, method),
+            "ring_limit": study_config.ring_limit(cfg, method),
+        }  # fmt: skip
+        return init_run_state(env, static, state, params, pool, key, em_transitions=em, **per_run)
 
     def train_state(self, runs) -> SACTrainState:
         return runs.sac

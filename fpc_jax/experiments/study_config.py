@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fpc_jax.agents.sac.train import EVAL_POLICIES
 from fpc_jax.envs.metaworld_cpu import check_tasks
 from fpc_jax.envs.metaworld_mjx import IMPLS
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.retention import terms
+from fpc_jax.retention.fisher import FISHER_MEANS
 from fpc_jax.retention.penalties import RetentionCoefs, preset_names
 
 COEF_FIELDS: tuple[str, ...] = tuple(n for n in terms.COEF_NAMES if n != "bc_kl_direction")
@@ -28,10 +30,13 @@ def option(default: Any, help: str, **meta: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
+_ADDED_LATER = ("ks_decay_rate", "bc_squashed", "ks_squashed")
+
+
 def _override_field(name: str) -> tuple[str, Any, Any]:
     c = terms.coef(name)
     # fields added after runs were recorded stay out of their resume keys while at the default
-    new = {"resume_omit_default": True} if name == "ks_decay_rate" else {}
+    new = {"resume_omit_default": True} if name in _ADDED_LATER else {}
     help_text = f"override the {terms.owner(name)} preset: {c.help}"
     return name, float | None, option(None, help_text, **new)
 
@@ -71,8 +76,17 @@ class SACStudyConfig(RetentionOverrides):
     init_log_alpha: float = option(1.0, "initial log temperature (per stage)")
     update_every: int = option(50, "env steps between update bursts (= updates per burst)")
     update_after: int = option(1000, "env steps before the first update")
-    buffer_capacity: int = option(100_000, "replay capacity per run")
-    eval_episodes: int = option(10, "deterministic evaluation episodes per stage and per sequence")
+    buffer_capacity: int = option(
+        1_000_000, "replay capacity of a run (CW: 1M); EM runs use em_buffer_capacity"
+    )
+    em_buffer_capacity: int = option(
+        100_000, "replay capacity of an EM run, its em_transitions included (I: 100k)"
+    )
+    eval_episodes: int = option(10, "evaluation episodes per stage and per sequence (per mode)")
+    eval_policy: str = option(
+        "both", "evaluation: 'both' (eval/* = stochastic, as CW's plots; plus "
+        "eval/deterministic/*), 'stochastic' or 'deterministic'",
+    )  # fmt: skip
     steps_per_chunk: int = option(5_000, "env steps per compiled chunk (= evaluation interval)")
     # pre-training
     pretrain_steps: int = option(
@@ -89,7 +103,12 @@ class SACStudyConfig(RetentionOverrides):
         50_000, "env steps of fine-tuning per run (raise it to extend a finished run)",
         resume_extend=True,
     )  # fmt: skip
-    finetune_start_steps: int = option(0, "uniform-random env steps at the start of fine-tuning")
+    finetune_start_steps: int = option(
+        0, "uniform-random env steps at the start of fine-tuning from pi* [U]"
+    )
+    scratch_start_steps: int = option(
+        10_000, "uniform-random env steps at the start of a scratch run (CW start_steps: 10k)"
+    )
     methods: tuple[str, ...] = option(
         ("ft", "l2", "ewc", "bc", "ks", "em", "scratch"), "retention methods (see presets)"
     )
@@ -99,6 +118,9 @@ class SACStudyConfig(RetentionOverrides):
     em_transitions: int = option(10_000, "Far transitions kept by EM (I: 10k of 100k)")
     fisher_states: int = option(2_560, "states for the EWC Fisher (I: 10 batches x 256)")
     bc_kl_direction: float = option(0.0, "0: KL(teacher||student) (default); 1: reverse")
+    ewc_fisher_mean: str = option(
+        "squashed", "actor EWC Fisher on tanh(mean) ('squashed', CW's code) or 'pre_tanh'"
+    )
     new_critic_heads: str = option(
         "random", "critic heads of the stages the checkpoint did not train: random (the papers) "
         "or zero (Q = 0 until learnt)", resume_omit_default=True,
@@ -115,6 +137,12 @@ class SACStudyConfig(RetentionOverrides):
             bad.append(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
         elif self.backend and self.env not in MJX_ENVS:
             bad.append(f"backend {self.backend!r} serves env {list(MJX_ENVS)}, not {self.env!r}")
+        if self.eval_policy not in EVAL_POLICIES:
+            bad.append(f"eval_policy {self.eval_policy!r}: expected one of {list(EVAL_POLICIES)}")
+        if self.ewc_fisher_mean not in FISHER_MEANS:
+            bad.append(f"ewc_fisher_mean {self.ewc_fisher_mean!r}: expected one of {FISHER_MEANS}")
+        if self.finetune_start_steps < 0 or self.scratch_start_steps < 0:
+            bad.append("finetune_start_steps and scratch_start_steps must be >= 0")
         if self.new_critic_heads not in ("random", "zero"):
             bad.append(f"new_critic_heads {self.new_critic_heads!r}: expected 'random' or 'zero'")
         if self.mjx_impl not in IMPLS:
@@ -137,8 +165,12 @@ class SACStudyConfig(RetentionOverrides):
             bad.append("need lr > 0 and gamma, polyak in [0, 1]")
         if bad:  # uses_em below parses the method tokens
             raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
-        if self.uses_em and not 0 < self.em_transitions < self.buffer_capacity:
-            bad.append("em_transitions must be in (0, buffer_capacity)")
+        if self.buffer_capacity < self.update_every:
+            bad.append("buffer_capacity must be >= update_every")
+        if self.uses_em and not 0 < self.em_transitions < self.em_buffer_capacity:
+            bad.append("em_transitions must be in (0, em_buffer_capacity)")
+        elif self.uses_em and self.em_buffer_capacity - self.em_transitions < self.update_every:
+            bad.append("em_buffer_capacity - em_transitions must be >= update_every")
         if bad:
             raise cfglib.ConfigError("invalid SAC study config: " + "; ".join(bad))
 
@@ -150,6 +182,31 @@ class SACStudyConfig(RetentionOverrides):
         """Coefficients of a method token: the preset, then this config's ``<method>_*`` fields,
         then the token's own ``name:key=value,...`` overrides."""
         return method_coefs(self, method, "sac")
+
+
+def replay_layout(cfg: Any) -> tuple[int, int]:
+    """``(slots, reserved)`` of the fine-tuning replay every run of one program allocates: EM
+    runs keep ``em_transitions`` in ``[0, reserved)`` and ring the next
+    ``em_buffer_capacity - em_transitions`` slots; the others leave the reserved slice empty and
+    ring ``buffer_capacity`` slots after it (``ring_limit``)."""
+    reserved = cfg.em_transitions if cfg.uses_em else 0
+    slots = cfg.buffer_capacity + reserved
+    return (max(slots, cfg.em_buffer_capacity) if cfg.uses_em else slots), reserved
+
+
+def ring_limit(cfg: Any, method: str) -> int:
+    """Ring slots of a run of ``method`` (a method token) in ``replay_layout``."""
+    if terms.method(parse_method(method)[0]).reserves_replay:
+        return cfg.em_buffer_capacity - cfg.em_transitions
+    return cfg.buffer_capacity
+
+
+def start_steps(cfg: Any, method: str) -> int:
+    """Uniform-random env steps at the start of a fine-tuning run of ``method``: scratch as CW
+    (``scratch_start_steps``), the methods starting from pi* ``finetune_start_steps``."""
+    if terms.method(parse_method(method)[0]).random_init:
+        return cfg.scratch_start_steps
+    return cfg.finetune_start_steps
 
 
 def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:

@@ -11,12 +11,20 @@ import numpy as np
 
 from fpc_jax.experiments import diagnostics_plot, plotting
 
-SUMMARY_COLUMNS = [
-    "method", "seed", "full_success_final", "stages_solved_final", "far_success_pretrained",
-    "far_success_min", "far_success_final", "close_success_final", "nonfinite_at",
-]  # fmt: skip
+SUCCESS_COLUMNS = (
+    "full_success_final", "stages_solved_final", "far_success_pretrained", "far_success_min",
+    "far_success_final", "close_success_final",
+)  # fmt: skip
+MODE_COLUMNS = tuple(
+    f"{c}_{mode}" for mode in ("stochastic", "deterministic")
+    for c in ("far_success_min", "far_success_final", "full_success_final")
+)  # fmt: skip
+SUMMARY_COLUMNS = ["method", "seed", *SUCCESS_COLUMNS, "nonfinite_at", *MODE_COLUMNS]
 """``nonfinite_at``: '' for a healthy run; else the chunk (evaluation row, 1-based) in which a
-training statistic of the run first became NaN or inf; such runs are left out of every mean."""
+training statistic of the run first became NaN or inf; such runs are left out of every mean.
+The success columns without a suffix come from ``eval/*`` (SAC: stochastic with
+``eval_policy: both``, as Continual World's plots); ``*_stochastic`` / ``*_deterministic`` from
+``eval/<mode>/*`` where recorded, else empty."""
 
 
 def nonfinite_rows(curves: dict[str, np.ndarray]) -> np.ndarray:
@@ -63,8 +71,23 @@ def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
             "far_success_final": float(far_curve[-1, i]),
             "close_success_final": float(stage[-1, i, close].mean()) if close else float("nan"),
             "nonfinite_at": int(flags[i]) if flags[i] else "",
+            **_mode_columns(curves, far, i),
         })  # fmt: skip
     return rows
+
+
+def _mode_columns(curves: dict[str, np.ndarray], far, i: int) -> dict[str, Any]:
+    """Run ``i``'s Far min / final and full-task final of each recorded evaluation mode."""
+    out: dict[str, Any] = {}
+    for mode in ("stochastic", "deterministic"):
+        stage = curves.get(f"eval/{mode}/stage_success")
+        if stage is None:
+            continue
+        far_curve = stage[:, i, list(far)].mean(-1)
+        out[f"far_success_min_{mode}"] = float(far_curve.min())
+        out[f"far_success_final_{mode}"] = float(far_curve[-1])
+        out[f"full_success_final_{mode}"] = float(curves[f"eval/{mode}/all_solved"][-1, i])
+    return out
 
 
 def table(cfg: Any, rows, log=print) -> list[str]:

@@ -52,9 +52,19 @@ def _chunked_mean(
     return total
 
 
-def _clip_and_mask(fisher: PyTree, min_value: float) -> PyTree:
+def _mask_heads(fisher: PyTree) -> PyTree:
     mask = trunk_mask(fisher)
-    return jax.tree_util.tree_map(lambda f, m: jnp.maximum(f, min_value) * m, fisher, mask)
+    return jax.tree_util.tree_map(lambda f, m: f * m, fisher, mask)
+
+
+def _clip_and_mask(fisher: PyTree, min_value: float) -> PyTree:
+    return _mask_heads(jax.tree_util.tree_map(lambda f: jnp.maximum(f, min_value), fisher))
+
+
+FISHER_MEANS = ("squashed", "pre_tanh")
+"""Which mean the actor Fisher differentiates: ``squashed`` = ``tanh(mu)``, the action mean
+Continual World's actor returns (its ``methods/ewc.py`` default, ours too); ``pre_tanh`` = the
+Gaussian's own ``mu`` (fpc_jax before issue 16; larger on saturated action dimensions)."""
 
 
 def actor_fisher(
@@ -65,33 +75,42 @@ def actor_fisher(
     *,
     chunk_size: int = 32,
     min_value: float = FISHER_MIN,
+    mean: str = "squashed",
 ) -> PyTree:
-    """EWC Fisher diagonal of a diagonal-Gaussian policy (I section 4 / Continual World code).
+    """EWC Fisher diagonal of a diagonal-Gaussian policy, as Continual World's ``methods/ewc.py``.
 
-    For pre-tanh mean ``mu`` and std ``sigma = exp(log_std)`` of each state's own head,
-    ``F_i = mean_s sum_a (dmu_a/dtheta_i^2 + 2 dsigma_a/dtheta_i^2) / (sigma_a^2 + 1e-6)``:
-    the Fisher of a Gaussian w.r.t. (mu, sigma) is diag(1/sigma^2, 2/sigma^2), pulled back through
-    the Jacobian. Clipped below at ``min_value`` (1e-5); head parameters are set to 0.
+    For each state's own head, with ``m = tanh(mu)`` (``mean="squashed"``, CW) or ``m = mu``
+    (``"pre_tanh"``) and ``sigma = exp(log_std)`` (pre-tanh in both):
+    ``f_i(s) = max(sum_a (dm_a/dtheta_i^2 + 2 dsigma_a/dtheta_i^2) / (sigma_a^2 + 1e-6), 1e-5)``
+    (the Fisher of a Gaussian w.r.t. (m, sigma) is diag(1/sigma^2, 2/sigma^2), pulled back
+    through the Jacobian; clipped below per state, as CW does), then ``F_i = mean_s f_i(s)``.
+    Head parameters are set to 0.
 
     ``obs``: (N, obs_dim) states of the pre-trained stages (default 10 batches x 256), ``stage``:
     (N,) their head indices.
     """
     chex.assert_rank([obs, stage], [2, 1])
+    if mean not in FISHER_MEANS:
+        raise ValueError(f"unknown Fisher mean {mean!r}; choose one of {FISHER_MEANS}")
+    squash = mean == "squashed"
 
     def per_sample(p: PyTree, o: jax.Array, s: jax.Array) -> PyTree:
         def gaussian(q: PyTree) -> tuple[jax.Array, jax.Array]:
-            mean, log_std = actor_apply(q, o, s)
-            return mean, jnp.exp(log_std)
+            mu, log_std = actor_apply(q, o, s)
+            return (jnp.tanh(mu) if squash else mu), jnp.exp(log_std)
 
         d_mean, d_std = jax.jacrev(gaussian)(p)
         _, std = gaussian(p)
         inv_var = 1.0 / (std**2 + STD_EPS)
         return jax.tree_util.tree_map(
-            lambda dm, ds: jnp.tensordot(inv_var, dm**2 + 2.0 * ds**2, axes=1), d_mean, d_std
+            lambda dm, ds: jnp.maximum(
+                jnp.tensordot(inv_var, dm**2 + 2.0 * ds**2, axes=1), min_value
+            ),
+            d_mean,
+            d_std,
         )
 
-    fisher = _chunked_mean(per_sample, params, (obs, stage), chunk_size)
-    return _clip_and_mask(fisher, min_value)
+    return _mask_heads(_chunked_mean(per_sample, params, (obs, stage), chunk_size))
 
 
 def critic_fisher(
@@ -102,13 +121,14 @@ def critic_fisher(
     stage: jax.Array,
     *,
     chunk_size: int = 32,
-    min_value: float = FISHER_MIN,
+    min_value: float = 0.0,
 ) -> PyTree:
     """EWC Fisher diagonal of the critics (I section 4): ``F_i = mean_s (dQ/dtheta_i)^2``.
 
     ``critic_apply`` returns the twin Q values (2,) from stacked params; each critic only depends
     on its own slice, so summing the squared Jacobian over the two outputs gives each critic's own
-    Fisher. Clipped below at ``min_value`` like the actor's [U]; head parameters are set to 0.
+    Fisher. Not clipped (``min_value`` 0), as in Continual World's ``methods/ewc.py``; head
+    parameters are set to 0.
     """
     chex.assert_rank([obs, action, stage], [2, 2, 1])
 

@@ -21,8 +21,8 @@ class Coef:
     """One coefficient leaf: its default and which values are valid.
 
     ``kind``: ``"weight"`` (finite, >= 0; a loss weight, 0 = off), ``"direction"`` (0 or 1: which
-    KL), ``"rate"`` (in [0, 1): per-update decay rate of a weight, 0 = none). Every default is 0,
-    so FT is all zeros.
+    KL), ``"flag"`` (0 or 1: a variant of a term off / on), ``"rate"`` (in [0, 1): per-update
+    decay rate of a weight, 0 = none). Every default is 0, so FT is all zeros.
     """
 
     name: str
@@ -37,6 +37,8 @@ class Coef:
             return f"{self.name} must be finite and >= 0, got {value!r}"
         if self.kind == "direction" and v not in (0.0, 1.0):
             return f"{self.name} must be 0 (KL(teacher||student)) or 1 (reverse), got {value!r}"
+        if self.kind == "flag" and v not in (0.0, 1.0):
+            return f"{self.name} must be 0 (off) or 1 (on), got {value!r}"
         if self.kind == "rate" and not (0.0 <= v < 1.0):
             return f"{self.name} must be in [0, 1), got {value!r}"
         return None
@@ -52,6 +54,13 @@ COEFS: tuple[Coef, ...] = (
     Coef("ks_actor", "kickstarting: KL(pi* || pi) on the online batch"),
     Coef("ks_decay_rate", "ks_actor decays x(1 - rate) per update (I, NetHack: 2e-5)", "rate"),
     Coef("bc_kl_direction", "0: KL(teacher||student) (I section 2); 1: the reverse", "direction"),
+    Coef(
+        "bc_squashed",
+        "SAC BC KL between Gaussians on tanh(mean) (CW-lineage code) instead of the pre-tanh "
+        "mean (I section 2; default 0)",
+        "flag",
+    ),
+    Coef("ks_squashed", "SAC KS KL on tanh(mean), as bc_squashed (default 0: pre-tanh)", "flag"),
 )
 COEF_NAMES: tuple[str, ...] = tuple(c.name for c in COEFS)
 WEIGHT_NAMES: tuple[str, ...] = tuple(c.name for c in COEFS if c.kind == "weight")

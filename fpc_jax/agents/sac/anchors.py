@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from fpc_jax.agents.sac.networks import SACConfig, deterministic_action, make_sac_networks
-from fpc_jax.retention.fisher import actor_fisher, critic_fisher
+from fpc_jax.retention.fisher import FISHER_MEANS, actor_fisher, critic_fisher
 
 PyTree = Any
 
@@ -70,16 +70,22 @@ def make_anchors(
     fisher_action: jax.Array | None = None,
     *,
     chunk_size: int = 32,
+    fisher_mean: str = "squashed",
 ) -> Anchors:
     """Anchors of a pre-trained (actor, critic) (jitted; cached per config and shapes).
 
     ``bc_obs``/``bc_stage``: states collected with pi* on the pre-trained stages (I: 10,000).
     ``fisher_obs``/``fisher_stage``: states for the EWC Fisher (I: 10 batches x 256).
     ``fisher_action``: actions for the critic Fisher; default the teacher's ``tanh(mean)`` [U].
+    ``fisher_mean``: the actor Fisher's mean, ``"squashed"`` (CW) or ``"pre_tanh"``
+    (``retention.fisher.FISHER_MEANS``).
     """
+    if fisher_mean not in FISHER_MEANS:
+        raise ValueError(f"unknown fisher_mean {fisher_mean!r}; choose one of {FISHER_MEANS}")
     return _build_anchors(
         config,
         chunk_size,
+        fisher_mean,
         actor_params,
         critic_params,
         jnp.asarray(bc_obs, jnp.float32),
@@ -90,10 +96,11 @@ def make_anchors(
     )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _build_anchors(
     config: SACConfig,
     chunk_size: int,
+    fisher_mean: str,
     actor_params: PyTree,
     critic_params: PyTree,
     bc_obs: jax.Array,
@@ -115,7 +122,8 @@ def _build_anchors(
         actor_star=actor_params,
         critic_star=critic_params,
         actor_fisher=actor_fisher(
-            nets.actor_apply, actor_params, fisher_obs, fisher_stage, chunk_size=chunk_size
+            nets.actor_apply, actor_params, fisher_obs, fisher_stage, chunk_size=chunk_size,
+            mean=fisher_mean,
         ),
         critic_fisher=critic_fisher(
             nets.critic_apply,

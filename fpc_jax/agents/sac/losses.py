@@ -72,6 +72,13 @@ def sample_bc(anchors: Anchors, key: jax.Array, batch_size: int) -> BCSample:
     )
 
 
+def squash_mean(mean: jax.Array, flag: jax.Array) -> jax.Array:
+    """The mean a BC / KS KL compares: pre-tanh ``mean`` (flag 0; I section 2, the default) or
+    ``tanh(mean)`` (flag 1; the squashed action mean CW-lineage BC code distils, with the
+    pre-tanh std). A per-run array leaf, so both variants share one compiled update."""
+    return jnp.where(flag > 0.0, jnp.tanh(mean), mean)
+
+
 def critic_target(
     reward: jax.Array,
     discount_mask: jax.Array,
@@ -165,11 +172,17 @@ def make_losses(
         ewc = ewc_penalty(actor_params, anchors.actor_star, anchors.actor_fisher)
         kl_b = jax.vmap(policy_kl, in_axes=(0, 0, 0, 0, None))
         bc_mean, bc_log_std = actor_b(actor_params, bc.obs, bc.stage)
-        bc_term = jnp.mean(kl_b(bc_mean, bc_log_std, bc.mean, bc.log_std, coefs.bc_kl_direction))
+        bs = lambda m: squash_mean(m, coefs.bc_squashed)  # noqa: E731
+        bc_term = jnp.mean(
+            kl_b(bs(bc_mean), bc_log_std, bs(bc.mean), bc.log_std, coefs.bc_kl_direction)
+        )
         t_mean, t_log_std = jax.lax.stop_gradient(
             actor_b(anchors.actor_star, batch.obs, batch.stage)
         )
-        ks = jnp.mean(kl_b(mean, log_std, t_mean, t_log_std, jnp.zeros((), jnp.float32)))
+        ks_ = lambda m: squash_mean(m, coefs.ks_squashed)  # noqa: E731
+        ks = jnp.mean(
+            kl_b(ks_(mean), log_std, ks_(t_mean), t_log_std, jnp.zeros((), jnp.float32))
+        )
         loss = (
             sac
             + coefs.l2_actor * l2

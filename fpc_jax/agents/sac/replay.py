@@ -1,7 +1,9 @@
 """On-device ring replay buffer with a reserved, never-overwritten slice (Episodic Memory).
 
 Slots ``[0, reserved)`` hold the EM transitions (I section 4: 10k of a 100k buffer); the ring
-``[reserved, capacity)`` receives online transitions. A fixed-shape pytree: vmaps over runs.
+``[reserved, reserved + ring_limit)`` receives online transitions. A fixed-shape pytree: vmaps
+over runs. ``ring_limit`` is an array leaf, so runs of one compiled program can keep different
+replay sizes in one allocation (CW's 1M for most methods, I's 100k for EM).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ PyTree = Any
 @struct.dataclass
 class ReplayBuffer:
     """``data`` leaves are (capacity, ...). ``ring_pos``: next ring write offset in
-    [0, capacity - reserved); ``ring_size``/``reserved_size``: filled slots in each part."""
+    [0, ring_limit); ``ring_size``/``reserved_size``: filled slots in each part; ``ring_limit``
+    (<= capacity - reserved): the slots this run's ring uses before it overwrites its oldest."""
 
     data: PyTree
     ring_pos: jax.Array
     ring_size: jax.Array
     reserved_size: jax.Array
+    ring_limit: jax.Array
     capacity: int = struct.field(pytree_node=False)
     reserved: int = struct.field(pytree_node=False)
 
@@ -37,15 +41,22 @@ class ReplayBuffer:
         return self.reserved_size + self.ring_size
 
 
-def buffer_init(capacity: int, example_transition: PyTree, reserved: int = 0) -> ReplayBuffer:
-    """Empty buffer of ``capacity`` slots shaped like ``example_transition`` (one transition)."""
+def buffer_init(
+    capacity: int, example_transition: PyTree, reserved: int = 0, ring_limit: int | None = None
+) -> ReplayBuffer:
+    """Empty buffer of ``capacity`` slots shaped like ``example_transition`` (one transition);
+    its ring holds ``ring_limit`` transitions (default all ``capacity - reserved`` slots)."""
     if not 0 <= reserved < capacity:
         raise ValueError(f"need 0 <= reserved < capacity, got reserved={reserved}, {capacity=}")
+    ring_limit = capacity - reserved if ring_limit is None else int(ring_limit)
+    if not 1 <= ring_limit <= capacity - reserved:
+        raise ValueError(f"need 1 <= ring_limit <= capacity - reserved, got {ring_limit}")
     data = jax.tree_util.tree_map(
         lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example_transition
     )
     zero = jnp.zeros((), jnp.int32)
-    return ReplayBuffer(data, zero, zero, zero, capacity=capacity, reserved=reserved)
+    limit = jnp.asarray(ring_limit, jnp.int32)
+    return ReplayBuffer(data, zero, zero, zero, limit, capacity=capacity, reserved=reserved)
 
 
 def _num_new(buf: ReplayBuffer, transitions: PyTree) -> int | None:
@@ -72,14 +83,14 @@ def buffer_add(buf: ReplayBuffer, transitions: PyTree) -> ReplayBuffer:
         n = 1
     if n > buf.ring_capacity:
         raise ValueError(f"adding {n} transitions at once exceeds the ring ({buf.ring_capacity})")
-    idx = buf.reserved + (buf.ring_pos + jnp.arange(n, dtype=jnp.int32)) % buf.ring_capacity
+    idx = buf.reserved + (buf.ring_pos + jnp.arange(n, dtype=jnp.int32)) % buf.ring_limit
     data = jax.tree_util.tree_map(
         lambda d, x: d.at[idx].set(x.astype(d.dtype)), buf.data, transitions
     )
     return buf.replace(
         data=data,
-        ring_pos=(buf.ring_pos + n) % buf.ring_capacity,
-        ring_size=jnp.minimum(buf.ring_size + n, buf.ring_capacity),
+        ring_pos=(buf.ring_pos + n) % buf.ring_limit,
+        ring_size=jnp.minimum(buf.ring_size + n, buf.ring_limit),
     )
 
 

@@ -40,6 +40,12 @@ from fpc_jax.retention.penalties import RetentionCoefs
 PyTree = Any
 
 
+EVAL_POLICIES = ("both", "stochastic", "deterministic")
+"""What ``make_evaluate`` plays: Continual World logs stochastic episodes (its plots use them)
+and a deterministic one. ``"both"``: ``eval/<k>`` = stochastic, plus ``eval/stochastic/<k>`` and
+``eval/deterministic/<k>``; one mode: ``eval/<k>`` (and ``eval/<mode>/<k>``) of that mode."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopStatic:
     """Loop shapes and schedule (static: changing them recompiles)."""
@@ -51,6 +57,7 @@ class LoopStatic:
     buffer_capacity: int = 100_000
     em_reserved: int = 0  # slots reserved for Episodic Memory (0: no EM slice)
     eval_episodes: int = 10
+    eval_policy: str = "both"  # "both" | "stochastic" | "deterministic" (EVAL_POLICIES)
     stage_horizon: int = 200  # static upper bound on the stage time limit T (eval scan length)
     bootstrap_on_timeout: bool = False  # paper: every stage end is a true terminal
     episode_mode: str = "sequence"  # "sequence": play params' stages; "single": one random stage
@@ -62,6 +69,8 @@ class LoopStatic:
             raise ValueError(
                 f"episode_mode must be 'sequence' or 'single', got {self.episode_mode}"
             )
+        if self.eval_policy not in EVAL_POLICIES:
+            raise ValueError(f"eval_policy must be in {EVAL_POLICIES}, got {self.eval_policy!r}")
         if not 0 <= self.em_reserved < self.buffer_capacity:
             raise ValueError("need 0 <= em_reserved < buffer_capacity")
 
@@ -78,6 +87,7 @@ class RunState:
     episodes: jax.Array  # training episodes finished in the current chunk
     stages_solved_sum: jax.Array  # sum over those episodes of stages solved
     all_solved_sum: jax.Array  # number of those episodes that solved every stage
+    random_steps: jax.Array  # env steps of uniform-random actions at the start (per run)
 
     @property
     def actor_params(self) -> PyTree:
@@ -110,21 +120,31 @@ def init_run_state(
     stage_pool: jax.Array,
     key: jax.Array,
     em_transitions: Batch | None = None,
+    *,
+    random_steps: int | None = None,
+    ring_limit: int | None = None,
 ) -> RunState:
-    """Fresh run: empty replay (EM slice filled when given), env reset, counters zero."""
+    """Fresh run: empty replay (EM slice filled when given), env reset, counters zero.
+
+    ``random_steps``: uniform-random env steps at the start (default ``static.start_steps``;
+    CW's scratch runs: 10k); ``ring_limit``: this run's replay ring size (default every slot
+    ``static.buffer_capacity - static.em_reserved``). Both are per-run leaves: runs that differ
+    in them share one compiled program."""
     from fpc_jax.agents.sac.replay import buffer_fill_reserved
 
     cfg = sac.config
     buf = buffer_init(
-        static.buffer_capacity, transition_example(cfg.obs_dim, cfg.act_dim), static.em_reserved
-    )
+        static.buffer_capacity, transition_example(cfg.obs_dim, cfg.act_dim), static.em_reserved,
+        ring_limit,
+    )  # fmt: skip
     if em_transitions is not None and static.em_reserved:
         buf = buffer_fill_reserved(buf, em_transitions)
     key, k_ep, k_reset = jax.random.split(key, 3)
     ep_params = episode_params_fn(static, stage_pool)(k_ep, params)
     _, env_state = env.reset(k_reset, ep_params)
     zero = jnp.zeros((), jnp.int32)
-    return RunState(sac, buf, env_state, ep_params, key, zero, zero, zero)
+    rand = jnp.asarray(static.start_steps if random_steps is None else random_steps, jnp.int32)
+    return RunState(sac, buf, env_state, ep_params, key, zero, zero, zero, rand)
 
 
 def make_policy(config) -> tuple[Callable, Callable]:
@@ -143,39 +163,47 @@ def make_policy(config) -> tuple[Callable, Callable]:
 
 
 def make_evaluate(
-    env: SequenceEnv, config, episodes: int, stage_horizon: int
+    env: SequenceEnv, config, episodes: int, stage_horizon: int, policy: str = "deterministic"
 ) -> Callable[..., dict[str, jax.Array]]:
-    """``evaluate(actor_params, params, key)``: deterministic-policy success on the whole sequence
-    (fraction of stages solved, fraction of episodes solving all) and on each stage run alone
-    with its own head (``stage_success``, shape (num_heads,))."""
-    _, greedy = make_policy(config)
+    """``evaluate(actor_params, params, key)``: success on the whole sequence (fraction of
+    stages solved, fraction of episodes solving all) and on each stage run alone with its own
+    head (``stage_success``, shape (num_heads,)), ``episodes`` each, of the ``policy``
+    (``EVAL_POLICIES``): ``tanh(mean)`` (deterministic), sampled actions (stochastic) or both
+    (one after the other, so no call is wider than one mode's)."""
+    if policy not in EVAL_POLICIES:
+        raise ValueError(f"policy must be one of {EVAL_POLICIES}, got {policy!r}")
+    sample, greedy = make_policy(config)
     num_heads = env.num_heads
 
-    def episode(actor_params, params, key, horizon):
+    def episode(actor_params, params, key, horizon, stochastic):
         obs, state = env.reset(key, params)
 
         def body(carry, k):
             obs, state = carry
-            action = greedy(actor_params, obs, state.stage)
-            obs, state, *_ = env.step(k, state, action, params)
+            k_act, k_env = jax.random.split(k)
+            if stochastic:
+                action = sample(actor_params, obs, state.stage, k_act)
+            else:
+                action = greedy(actor_params, obs, state.stage)
+            obs, state, *_ = env.step(k_env if stochastic else k, state, action, params)
             return (obs, state), None
 
         (_, state), _ = jax.lax.scan(body, (obs, state), jax.random.split(key, horizon))
         return state.stages_solved
 
-    def evaluate(actor_params, params: SequenceParams, key: jax.Array) -> dict[str, jax.Array]:
+    def one_mode(actor_params, params, key, stochastic):
         k_seq, k_stage = jax.random.split(key)
         horizon = stage_horizon  # static bound on T: a K-stage episode lasts <= K * T steps
-        solved = jax.vmap(episode, in_axes=(None, None, 0, None))(
-            actor_params, params, jax.random.split(k_seq, episodes), num_heads * horizon
-        )
+        play = jax.vmap(episode, in_axes=(None, None, 0, None, None))
+        solved = play(
+            actor_params, params, jax.random.split(k_seq, episodes), num_heads * horizon,
+            stochastic,
+        )  # fmt: skip
         n_stages = params.num_stages.astype(jnp.float32)
 
         def alone(k, key):
             p = single_stage_params(params, k)
-            s = jax.vmap(episode, in_axes=(None, None, 0, None))(
-                actor_params, p, jax.random.split(key, episodes), horizon
-            )
+            s = play(actor_params, p, jax.random.split(key, episodes), horizon, stochastic)
             return jnp.mean((s >= 1).astype(jnp.float32))
 
         per_stage = jax.vmap(alone)(jnp.arange(num_heads), jax.random.split(k_stage, num_heads))
@@ -184,6 +212,18 @@ def make_evaluate(
             "all_solved": jnp.mean((solved >= params.num_stages).astype(jnp.float32)),
             "stage_success": per_stage,
         }
+
+    def evaluate(actor_params, params: SequenceParams, key: jax.Array) -> dict[str, jax.Array]:
+        if policy == "deterministic":  # the evaluation before issue 16: same keys, same draws
+            det = one_mode(actor_params, params, key, False)
+            return {**det, **{f"deterministic/{k}": v for k, v in det.items()}}
+        k_sto, k_det = jax.random.split(key)
+        sto = one_mode(actor_params, params, k_sto, True)
+        out = {**sto, **{f"stochastic/{k}": v for k, v in sto.items()}}
+        if policy == "both":
+            det = one_mode(actor_params, params, k_det, False)
+            out |= {f"deterministic/{k}": v for k, v in det.items()}
+        return out
 
     return evaluate
 
@@ -215,7 +255,9 @@ def make_update_burst(config, updates: int) -> Callable[..., Any]:
 def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[..., Any]:
     """Build ``chunk(run, step0, anchors, coefs, hyper, params, stage_pool) -> (run, out)``."""
     sample, _ = make_policy(config)
-    evaluate = make_evaluate(env, config, static.eval_episodes, static.stage_horizon)
+    evaluate = make_evaluate(
+        env, config, static.eval_episodes, static.stage_horizon, static.eval_policy
+    )
     burst = make_update_burst(config, static.update_every)
     n_iters = static.steps_per_chunk // static.update_every
     act_dim = config.act_dim
@@ -227,7 +269,7 @@ def make_train_chunk(env: SequenceEnv, static: LoopStatic, config) -> Callable[.
         obs = state.obs
         policy_action = sample(run.sac.actor_params, obs, state.stage, k_act)
         random_action = jax.random.uniform(k_rand, (act_dim,), minval=-1.0, maxval=1.0)
-        action = jnp.where(step < static.start_steps, random_action, policy_action)
+        action = jnp.where(step < run.random_steps, random_action, policy_action)
         next_obs, next_state, reward, terminated, truncated, info = env.step(
             k_env, state, action, run.episode_params
         )
