@@ -191,6 +191,15 @@ def test_bad_config_inputs_give_one_line(tmp_path, capsys):
     one_line_error(capsys, cli.main(["apple", "c=-0.5"]), "c is a magnitude")
     one_line_error(capsys, cli.main(["finetune", "--config", str(tmp_path), "--help-config"]),
                    "is a directory")  # fmt: skip
+    # issue 16's options: bad values, and the SAC-only squashing asked of PPO
+    toy, kd = "configs/toy/point_sequence.yaml", "configs/key_door/main.yaml"
+    for arg, msg in (
+        ("eval_policy=greedy", "eval_policy"), ("ewc_fisher_mean=mu", "ewc_fisher_mean"),
+        ("scratch_start_steps=-1", "scratch_start_steps"), ("bc_squashed=0.5", "0 (off) or 1"),
+    ):  # fmt: skip
+        one_line_error(capsys, cli.main(["finetune", "--config", toy, arg]), msg)
+    squashed_ppo = ["finetune", "--config", kd, "--methods", "ft,bc:bc_squashed=1"]
+    one_line_error(capsys, cli.main(squashed_ppo), "SAC's tanh-Gaussian")
 
 
 def test_help_config_into_a_closed_pipe_is_quiet():

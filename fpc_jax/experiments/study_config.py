@@ -30,13 +30,10 @@ def option(default: Any, help: str, **meta: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
-_ADDED_LATER = ("ks_decay_rate", "bc_squashed", "ks_squashed")
-
-
 def _override_field(name: str) -> tuple[str, Any, Any]:
     c = terms.coef(name)
     # fields added after runs were recorded stay out of their resume keys while at the default
-    new = {"resume_omit_default": True} if name in _ADDED_LATER else {}
+    new = {"resume_omit_default": True} if c.added_later else {}
     help_text = f"override the {terms.owner(name)} preset: {c.help}"
     return name, float | None, option(None, help_text, **new)
 
@@ -230,6 +227,11 @@ def check_methods_and_coefs(cfg: Any, *, has_replay: bool = True) -> list[str]:
         v = getattr(cfg, k)
         if v is not None and (error := terms.coef(k).check(v)):
             bad.append(error)
+    if not has_replay and not bad:  # PPO: a categorical policy, nothing to squash
+        for m in cfg.methods:
+            values = method_coefs(cfg, m, "ppo").values
+            if any(float(values[k]) for k in ("bc_squashed", "ks_squashed")):
+                bad.append(f"{m!r}: bc_squashed / ks_squashed are for SAC's tanh-Gaussian policy")
     return bad
 
 

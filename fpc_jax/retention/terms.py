@@ -29,6 +29,7 @@ class Coef:
     help: str
     kind: str = "weight"
     default: float = 0.0
+    added_later: bool = False  # after runs were recorded: out of their resume keys at default
 
     def check(self, value: float) -> str | None:
         """An error message for a bad ``value``, or None."""
@@ -52,15 +53,22 @@ COEFS: tuple[Coef, ...] = (
     Coef("bc_actor", "BC: KL to pi* on its stored Far states"),
     Coef("bc_critic", "critic distillation on the stored Far states [U]"),
     Coef("ks_actor", "kickstarting: KL(pi* || pi) on the online batch"),
-    Coef("ks_decay_rate", "ks_actor decays x(1 - rate) per update (I, NetHack: 2e-5)", "rate"),
+    Coef(
+        "ks_decay_rate", "ks_actor decays x(1 - rate) per update (I, NetHack: 2e-5)", "rate",
+        added_later=True,
+    ),
     Coef("bc_kl_direction", "0: KL(teacher||student) (I section 2); 1: the reverse", "direction"),
     Coef(
         "bc_squashed",
         "SAC BC KL between Gaussians on tanh(mean) (CW-lineage code) instead of the pre-tanh "
         "mean (I section 2; default 0)",
         "flag",
+        added_later=True,
     ),
-    Coef("ks_squashed", "SAC KS KL on tanh(mean), as bc_squashed (default 0: pre-tanh)", "flag"),
+    Coef(
+        "ks_squashed", "SAC KS KL on tanh(mean), as bc_squashed (default 0: pre-tanh)", "flag",
+        added_later=True,
+    ),
 )
 COEF_NAMES: tuple[str, ...] = tuple(c.name for c in COEFS)
 WEIGHT_NAMES: tuple[str, ...] = tuple(c.name for c in COEFS if c.kind == "weight")
