@@ -191,6 +191,16 @@ KL_TEACHER_STUDENT = _gaussian_kl_by_hand(TEACHER_MEAN, TEACHER_STD, STUDENT_MEA
 KL_STUDENT_TEACHER = _gaussian_kl_by_hand(STUDENT_MEAN, STUDENT_STD, TEACHER_MEAN, TEACHER_STD)
 
 
+def _with_teacher_bc_data(anchors):
+    """``anchors`` whose stored BC outputs are the teacher's Gaussian on every state."""
+    return anchors.replace(
+        bc_mean=jnp.broadcast_to(jnp.asarray(TEACHER_MEAN, jnp.float32), anchors.bc_mean.shape),
+        bc_log_std=jnp.broadcast_to(
+            jnp.asarray(np.log(TEACHER_STD), jnp.float32), anchors.bc_log_std.shape
+        ),
+    )
+
+
 def _actor_metrics(anchors, actor_params, critic_params, coefs):
     _, _, _, batch = _setup()
     _, actor_loss, _ = make_losses(CONFIG)
@@ -213,12 +223,7 @@ def test_actor_bc_term_takes_the_kl_direction_of_its_coefficient(direction, expe
     _, actor_params, critic_params, _ = _setup()
     student = _constant_actor(actor_params, STUDENT_MEAN, np.log(STUDENT_STD))
     anchors = placeholder_anchors(CONFIG, student, critic_params, 6)
-    anchors = anchors.replace(
-        bc_mean=jnp.broadcast_to(jnp.asarray(TEACHER_MEAN, jnp.float32), anchors.bc_mean.shape),
-        bc_log_std=jnp.broadcast_to(
-            jnp.asarray(np.log(TEACHER_STD), jnp.float32), anchors.bc_log_std.shape
-        ),
-    )
+    anchors = _with_teacher_bc_data(anchors)
     coefs = RetentionCoefs.create(bc_actor=1.0, bc_kl_direction=direction)
     m = _actor_metrics(anchors, student, critic_params, coefs)
     assert float(m["actor/bc"]) == pytest.approx(expected, rel=1e-5)
@@ -248,12 +253,7 @@ def test_squashed_bc_and_ks_compare_tanh_means():
     student = _constant_actor(actor_params, STUDENT_MEAN, np.log(STUDENT_STD))
     teacher = _constant_actor(actor_params, TEACHER_MEAN, np.log(TEACHER_STD))
     anchors = placeholder_anchors(CONFIG, teacher, critic_params, 6)
-    anchors = anchors.replace(
-        bc_mean=jnp.broadcast_to(jnp.asarray(TEACHER_MEAN, jnp.float32), anchors.bc_mean.shape),
-        bc_log_std=jnp.broadcast_to(
-            jnp.asarray(np.log(TEACHER_STD), jnp.float32), anchors.bc_log_std.shape
-        ),
-    )
+    anchors = _with_teacher_bc_data(anchors)
     both = dict(bc_actor=1.0, ks_actor=1.0)
     m = _actor_metrics(anchors, student, critic_params, RetentionCoefs.create(**both))
     assert float(m["actor/bc"]) == pytest.approx(KL_TEACHER_STUDENT, rel=1e-5)
