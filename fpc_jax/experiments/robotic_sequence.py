@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from fpc_jax import runs_axis
 from fpc_jax.agents.sac.anchors import make_anchors
 from fpc_jax.agents.sac.diagnostics import make_diagnose
 from fpc_jax.agents.sac.networks import SACConfig, zero_critic_heads
@@ -216,9 +217,8 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
             bufs.append(buf)
             coef_list.append(cfg.coefs(method))
     runs = len(labels)
-    stack = lambda xs: jax.tree.map(lambda *x: jnp.stack(x), *xs)  # noqa: E731
-    sac, buf, coefs = stack(sacs), stack(bufs), stack(coef_list)
-    hyp = study.bcast(hyper, runs)
+    sac, buf, coefs = runs_axis.stack(sacs), runs_axis.stack(bufs), runs_axis.stack(coef_list)
+    hyp = runs_axis.bcast(hyper, runs)
     return SimpleNamespace(
         config=config,
         seq=seq,

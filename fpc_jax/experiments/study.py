@@ -28,6 +28,7 @@ from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summar
 from fpc_jax.retention import terms
 from fpc_jax.retention.fisher import fisher_sample
 from fpc_jax.retention.penalties import RetentionCoefs
+from fpc_jax.runs_axis import bcast, stack
 
 TEACHER_ENVS = 100
 """Parallel envs (vmap lanes) of the pi* rollout that collects the anchors' data."""
@@ -71,16 +72,6 @@ class StudyAgent(Protocol):
     def null_anchors(self, config: Any, state: Any) -> Any: ...
     def save_policy(self, path: Path, state: Any, meta: dict[str, Any]) -> Path: ...
     def load_policy(self, path: Path, expected: Any) -> Any: ...
-
-
-def bcast(tree: Any, n: int) -> Any:
-    """``tree`` repeated along a new leading runs axis of size ``n``."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
-
-
-def stack(trees: list[Any]) -> Any:
-    """Stack pytrees of one structure along a new leading runs axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def default_out(cfg: Any, agent: StudyAgent, phase: str) -> str:

@@ -133,7 +133,3 @@ def placeholder_anchors(
         bc_value=jnp.zeros((n,), jnp.float32),
     )
 
-
-def stack_anchors(anchors: list[PPOAnchors]) -> PPOAnchors:
-    """Stack anchors of several runs along a new leading runs axis (for ``jax.vmap``)."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *anchors)

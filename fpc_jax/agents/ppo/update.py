@@ -18,6 +18,7 @@ from fpc_jax.agents.ppo.anchors import PPOAnchors
 from fpc_jax.agents.ppo.losses import PPOBatch, make_ppo_loss, sample_bc
 from fpc_jax.agents.ppo.networks import PPOConfig, make_ppo_networks
 from fpc_jax.retention.penalties import RetentionCoefs
+from fpc_jax.runs_axis import stack as stack_runs  # noqa: F401 (re-exported)
 
 PyTree = Any
 
@@ -268,8 +269,3 @@ def update_epochs(
 
     state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, (epochs, 1 + minibatches)))
     return state, jax.tree_util.tree_map(jnp.mean, metrics)
-
-
-def stack_runs(trees: list[Any]) -> Any:
-    """Stack per-run pytrees (states, hypers, anchors) along a new leading runs axis."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)

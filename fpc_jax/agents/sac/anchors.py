@@ -162,7 +162,3 @@ def placeholder_anchors(
         bc_q=jnp.zeros((num_bc_states,), jnp.float32),
     )
 
-
-def stack_anchors(anchors: list[Anchors]) -> Anchors:
-    """Stack anchors of several runs along a new leading runs axis (for ``jax.vmap``)."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *anchors)

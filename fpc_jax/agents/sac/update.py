@@ -16,6 +16,7 @@ from fpc_jax.agents.sac.anchors import Anchors
 from fpc_jax.agents.sac.losses import Batch, make_losses, sample_bc
 from fpc_jax.agents.sac.networks import SACConfig, default_target_entropy, make_sac_networks
 from fpc_jax.retention.penalties import RetentionCoefs
+from fpc_jax.runs_axis import stack as stack_runs  # noqa: F401 (re-exported)
 
 PyTree = Any
 
@@ -204,8 +205,3 @@ def update(
 ) -> tuple[SACTrainState, dict[str, jax.Array]]:
     """Jitted ``update_step``; ``jax.vmap`` it over a leading runs axis of every argument."""
     return update_step(state, batch, anchors, coefs, hyper, key)
-
-
-def stack_runs(trees: list[Any]) -> Any:
-    """Stack per-run pytrees (states, hypers, batches) along a new leading runs axis."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
