@@ -37,6 +37,8 @@ CURVES: dict[str, str] = {
     "eval/stage_success": "(evals, runs, heads) success of each stage played alone",
     "eval/all_solved": "(evals, runs) fraction of whole-sequence episodes solving every stage",
     "eval/stages_solved_frac": "(evals, runs) mean fraction of stages solved per sequence episode",
+    "eval/<mode>/<key>": "SAC: the three eval keys of each recorded evaluation mode, 'stochastic' "
+    "and/or 'deterministic' (eval_policy); eval/<key> is the stochastic one when both are",
     "train_episodes": "(evals, runs) training episodes finished in the chunk",
     "train_stages_solved": "(evals, runs) mean stages solved per training episode",
     "train_all_solved": "(evals, runs) fraction of training episodes solving every stage",
