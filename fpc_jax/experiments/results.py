@@ -44,7 +44,7 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     writer = csv.DictWriter(buf, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: fmt(row.get(k, "")) for k in columns})  # a missing column: empty
+        writer.writerow({k: fmt(row[k]) for k in columns})
     integrity.write_text(path, buf.getvalue())
 
 

@@ -77,8 +77,9 @@ def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
 
 
 def _mode_columns(curves: dict[str, np.ndarray], far, i: int) -> dict[str, Any]:
-    """Run ``i``'s Far min / final and full-task final of each recorded evaluation mode."""
-    out: dict[str, Any] = {}
+    """Run ``i``'s Far min / final and full-task final of each recorded evaluation mode ('' for
+    a mode not recorded, e.g. every PPO study's)."""
+    out: dict[str, Any] = dict.fromkeys(MODE_COLUMNS, "")
     for mode in ("stochastic", "deterministic"):
         stage = curves.get(f"eval/{mode}/stage_success")
         if stage is None:
