@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -167,7 +166,30 @@ def remap_heads(
 # The study
 
 
-def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
+@dataclasses.dataclass(frozen=True)
+class SweepRuns:
+    """What ``setup_runs`` builds: the network and sequence, the per-run (stacked) SAC states,
+    buffers, coefficients and hypers, the shared anchors, and each run's label and start steps."""
+
+    config: SACConfig
+    seq: MetaWorldSequenceConfig
+    acting: Acting
+    sac: Any
+    buf: Any
+    anchors: Any
+    coefs: Any
+    hyp: Any
+    key: jax.Array
+    labels: list[tuple[str, int]]
+    far: tuple[int, ...]
+    random_steps: np.ndarray  # (runs,) uniform-random env steps at the start of each run
+
+    @property
+    def runs(self) -> int:
+        return len(self.labels)
+
+
+def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SweepRuns:
     """Everything a sweep needs before stepping: the Far policy mapped onto ``cfg.tasks``, pi*'s
     Far data and the retention anchors, and the stacked per-run SAC states, buffers and coefs."""
     k_heads = len(cfg.tasks)
@@ -216,25 +238,12 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SimpleNamespace:
             sacs.append(sac)
             bufs.append(buf)
             coef_list.append(cfg.coefs(method))
-    runs = len(labels)
-    sac, buf, coefs = runs_axis.stack(sacs), runs_axis.stack(bufs), runs_axis.stack(coef_list)
-    hyp = runs_axis.bcast(hyper, runs)
-    return SimpleNamespace(
-        config=config,
-        seq=seq,
-        acting=acting,
-        sac=sac,
-        buf=buf,
-        anchors=anchors,
-        coefs=coefs,
-        hyp=hyp,
-        key=key,
-        runs=runs,
-        labels=labels,
-        far=far,
-        k_heads=k_heads,
+    return SweepRuns(
+        config=config, seq=seq, acting=acting, sac=runs_axis.stack(sacs), buf=runs_axis.stack(bufs),
+        anchors=anchors, coefs=runs_axis.stack(coef_list), hyp=runs_axis.bcast(hyper, len(labels)),
+        key=key, labels=labels, far=far,
         random_steps=np.array([study_config.start_steps(cfg, m) for m, _ in labels]),
-    )
+    )  # fmt: skip
 
 
 def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
@@ -248,7 +257,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     config, seq, acting, runs, labels, far = r.config, r.seq, r.acting, r.runs, r.labels, r.far
     sac, buf, anchors, coefs, hyp, key = r.sac, r.buf, r.anchors, r.coefs, r.hyp, r.key
     e = cfg.envs_per_run
-    env_ns = SimpleNamespace(num_heads=r.k_heads, stage_names=tuple(cfg.tasks))
+    stages = study_report.Stages(tuple(cfg.tasks))
     history: list[dict[str, np.ndarray]] = []
     t0 = time.perf_counter()
     key = jax.random.fold_in(key, 7)
@@ -280,7 +289,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             history.append({f"eval/{k}": v for k, v in ev.items()}
                            | {f"diag/{k}": np.asarray(v) for k, v in diag.items()})  # fmt: skip
             results.savez(curves_path, **chunks._stack(history))
-            rows = study_report.summarize(labels, chunks._stack(history), far, env_ns)
+            rows = study_report.summarize(labels, chunks._stack(history), far, stages)
             results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
             bar.set_postfix_str(chunks.stage_note(tuple(cfg.tasks), ev["stage_success"].mean(0)))
             if c == n_chunks:
@@ -305,10 +314,10 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     warning = study.weak_pretrain(cfg, far_pre, [cfg.tasks[k] for k in far])
     if warning:
         log(warning)
-    rows = study_report.summarize(labels, curves, far, env_ns)
+    rows = study_report.summarize(labels, curves, far, stages)
     results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    study_report.plot_study(cfg, env_ns, labels, curves, x, far, out_dir)
+    study_report.plot_study(cfg, stages, labels, curves, x, far, out_dir)
     results.write_json(out_dir / "run_info.json", {
         **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
         **({"pretrain_warning": warning} if warning else {}),

@@ -4,6 +4,7 @@ FPC diagnostics (``fig_diagnostics.png``, fpc_jax/experiments/diagnostics_plot.p
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ training statistic of the run first became NaN or inf; such runs are left out of
 The success columns without a suffix come from ``eval/*`` (SAC: stochastic with
 ``eval_policy: both``, as Continual World's plots); ``*_stochastic`` / ``*_deterministic`` from
 ``eval/<mode>/*`` where recorded, else empty."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """What the summary and the plots need of an env: its stage names (one head each), for the
+    host-stepped studies that have no ``SequenceEnv`` (real envs pass themselves)."""
+
+    stage_names: tuple[str, ...]
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.stage_names)
 
 
 def nonfinite_rows(curves: dict[str, np.ndarray]) -> np.ndarray:
