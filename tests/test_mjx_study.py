@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("MTCWorldMJX")
 
 from fpc_jax import cli
-from fpc_jax.experiments import chunks, integrity, sac_study
+from fpc_jax.experiments import chunks, integrity, sac_study, study_report
 
 pytestmark = pytest.mark.mjx
 
@@ -60,7 +60,7 @@ def test_smoke_study_writes_results(smoke):
     assert [(r["method"], r["seed"]) for r in rows] == [(m, "0") for m in METHODS]
     for r in rows:
         assert r["nonfinite_at"] == ""  # healthy run: no non-finite flag
-        for k in sac_study.SUMMARY_COLUMNS[2:-1]:
+        for k in (*study_report.SUCCESS_COLUMNS, *study_report.MODE_COLUMNS):  # eval_policy both
             assert np.isfinite(float(r[k])), (k, r)
     curves = np.load(smoke / "finetune_curves.npz")
     # one chunk + the final evaluation; 2 runs; 4 heads

@@ -1,13 +1,17 @@
-"""The FPC study with PPO on the real Montezuma's Revenge (ale-py), host-stepped (issue 13).
+"""The FPC study with PPO on host-stepped real games (issue 13): Montezuma's Revenge (ale-py, here)
+and NetHack (NLE, ``nethack_study``) share this engine.
 
-R runs (methods x seeds) each own ``num_envs`` envs of one ``MontezumaVec``; one jitted program
-vmapped over runs acts for all of them (obs ``(R, N, 42)`` RAM features, the CPU-budget deviation
-of docs/montezuma.md), the host steps the games, and one jitted, vmapped program computes GAE and
-runs the PPO agent's ``update_epochs`` with each run's retention coefficients (ft, bc, ks, ewc,
-l2, scratch), as ``robotic_sequence`` does for SAC. ``pretrain(cfg, out)`` trains pi* from the
-Far starts (room7-room9); ``finetune(cfg, out)`` fine-tunes every method x seed from the game
-start (room1). Metrics (Wolczyk et al. 2024): Far success = per-room success from each Far start,
-Close success = per-room success of game-start episodes, full success = reaching a Far room.
+R runs (methods x seeds) each own ``num_envs`` envs of one host vector env; one jitted program
+vmapped over runs acts for all of them (obs ``(R, N, D)``), the host steps the games, and one
+jitted, vmapped program computes GAE and runs the PPO agent's ``update_epochs`` with each run's
+retention coefficients (ft, bc, ks, ewc, l2, scratch), as ``robotic_sequence`` does for SAC. What
+differs between games is a ``HostGame``: how to open envs at a start, and how to evaluate.
+
+Montezuma (obs ``(R, N, 42)`` RAM features, the CPU-budget deviation of docs/montezuma.md):
+``pretrain(cfg, out)`` trains pi* from the Far starts (room7-room9); ``finetune(cfg, out)``
+fine-tunes every method x seed from the game start (room1). Metrics (Wolczyk et al. 2024): Far
+success = per-room success from each Far start, Close success = per-room success of game-start
+episodes, full success = reaching a Far room.
 No resumable checkpoint yet: curves are written after every chunk, the run state is not.
 """
 
@@ -15,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +38,6 @@ from fpc_jax.agents.ppo.update import (
     train_state_from_params,
     update_epochs,
 )
-from fpc_jax.envs import ale_montezuma as mz
 from fpc_jax.experiments import chunks, ppo_study, results, study, study_report
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments.checkpoint import CheckpointError
@@ -45,19 +49,33 @@ from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema liv
     hyper_kwargs,
     network,
 )
+from fpc_jax.experiments.montezuma_game import MontezumaGame
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.retention import terms
 from fpc_jax.retention.fisher import fisher_sample
 from fpc_jax.retention.penalties import RetentionCoefs
 
+Policy = Callable[[np.ndarray, jax.Array], np.ndarray]
+"""``policy(obs (R, E, D), key) -> actions (R, E)``: every run's sampled actions."""
 
-def make_vec(cfg: MontezumaStudyConfig, num_envs: int, seed: int):
-    vec, _ = mz.make_montezuma(
-        num_envs=num_envs, seed=seed, workers=min(cfg.workers, num_envs), obs="ram",
-        sticky=cfg.sticky, max_steps=cfg.max_steps, terminal_on_life_loss=cfg.terminal_on_life_loss,
-        asset=cfg.asset or None,
-    )  # fmt: skip
-    return vec
+
+class HostGame(Protocol):
+    """What the host PPO loop needs from a game.
+
+    ``stages``: names of the stage axis of ``eval/stage_success``; ``far_idx``: its Far stages.
+    ``open(cfg, num_envs, seed, start) -> (vec, obs (num_envs, D))``: a host vector env with
+    same-step auto-reset (``step(actions) -> obs, reward, terminated, truncated, info`` with
+    ``info["final_obs"]``) whose envs all begin at ``start`` (a game's start spec: one per env
+    or one for all). ``evaluate(cfg, policy, runs, key) -> curves``: ``eval/stage_success``
+    ``(R, S)``, ``eval/all_solved``, ``eval/stages_solved_frac``, ``eval/far_success`` ``(R,)``,
+    and any game-specific ``eval/*`` arrays with a leading runs axis."""
+
+    stages: tuple[str, ...]
+    far_idx: tuple[int, ...]
+
+    def open(self, cfg: Any, num_envs: int, seed: int, start: Any) -> tuple[Any, np.ndarray]: ...
+
+    def evaluate(self, cfg: Any, policy: Policy, runs: int, key: jax.Array) -> dict: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,64 +126,32 @@ def _act(act, states, obs, key):
     return act(states.actor_params, states.critic_params, jnp.asarray(obs), keys)
 
 
-def evaluate(cfg, act, states, key, far_starts: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Per-room success of every run: ``eval/stage_success`` (R, 9) (Far rooms from their own
-    start, Close rooms from game-start episodes), ``eval/all_solved`` (R,) (game-start episodes
-    that reach a Far room), ``eval/stages_solved_frac`` (R,), ``eval/far_success`` (R,)."""
-    starts = mz.load_starts(cfg.asset or None)
-    r, e = jax.tree.leaves(states.actor_params)[0].shape[0], cfg.eval_episodes
-    vec = make_vec(cfg, r * e, seed=int(jax.random.randint(key, (), 0, 2**30)) + 7)
-    ram = {k: starts.get(k).ram_room for k in ROUTE}
-    masks = {}
-    try:
-        for start in (cfg.finetune_start, *far_starts):
-            obs, key = vec.reset(start), jax.random.fold_in(key, 1)
-            done = np.zeros(r * e, bool)
-            visited, succ = np.zeros(r * e, np.int64), np.zeros(r * e, np.int64)
-            for t in range(cfg.max_steps):
-                a, _, _ = _act(act, states, obs.reshape(r, e, -1), jax.random.fold_in(key, t))
-                obs, _, term, trunc, info = vec.step(np.asarray(a).reshape(-1))
-                new = (term | trunc) & ~done
-                visited[new], succ[new] = info["episode_visited"][new], info["episode_success"][new]
-                done |= new
-                if done.all():
-                    break
-            masks[start] = (visited.reshape(r, e), succ.reshape(r, e))
-    finally:
-        vec.close()
-    bit = lambda room: 1 << (room % mz.NUM_ROOMS)  # noqa: E731
-    game_v, game_s = masks[cfg.finetune_start]
-    stage = np.zeros((r, len(ROUTE)), np.float32)
-    for k, name in enumerate(ROUTE):
-        s = masks[name][1] if name in far_starts else game_s
-        stage[:, k] = ((s & bit(ram[name])) != 0).mean(-1)
-    far_idx = [ROUTE.index(n) for n in far_starts]
-    far_bits = sum(bit(ram[n]) for n in starts.far)
-    full = ((game_v & far_bits) != 0).mean(-1)
-    return {"eval/stage_success": stage, "eval/all_solved": full.astype(np.float32),
-            "eval/stages_solved_frac": stage.mean(-1),
-            "eval/far_success": stage[:, far_idx].mean(-1)}  # fmt: skip
+def make_policy(act, states) -> Policy:
+    """Sampled actions of every run of the stacked ``states``, as NumPy."""
+    return lambda obs, key: np.asarray(_act(act, states, obs, key)[0])
 
 
-def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_steps, key, out_dir,
-               tag, far_starts, log=print):  # fmt: skip
-    """Train R runs (stacked ``states``) on host-stepped envs (``env_starts``: one start per env
-    of one run) for ``total_steps`` env steps per run; evaluate at every chunk start and at the
-    end; curves go to ``out_dir/<tag>_curves.npz`` after each chunk. Returns (states, curves)."""
+def train_runs(cfg, game: HostGame, config, states, coefs, anchors, hyper, start, total_steps,
+               key, out_dir, tag, log=print):  # fmt: skip
+    """Train R runs (stacked ``states``) on host-stepped envs of ``game`` (every env of every
+    run begins at ``start``) for ``total_steps`` env steps per run; evaluate at every chunk
+    start and at the end; curves go to ``out_dir/<tag>_curves.npz`` after each chunk. Returns
+    (states, curves, wall seconds). Episode returns (unscaled) and lengths are counted here."""
     act, update = make_learner(config, cfg.epochs, cfg.minibatches, cfg.clip_value_loss)
     diagnose = None  # pi*'s diagnostics (agents/ppo/diagnostics.py): fine-tuning only
     if tag == "finetune":
         diagnose = chunks.compiled_diagnose(make_diagnose, config)
-        far_pool = jnp.asarray([ROUTE.index(n) for n in far_starts], jnp.int32)
+        far_pool = jnp.asarray(game.far_idx, jnp.int32)
     r, n, t = len(jax.tree.leaves(coefs)[0]), cfg.num_envs, cfg.num_steps
-    vec = make_vec(cfg, r * n, seed=cfg.seed)
+    vec, obs = game.open(cfg, r * n, cfg.seed, start)
+    obs = obs.reshape(r, n, -1)
+    ep_ret, ep_len = np.zeros(r * n), np.zeros(r * n, np.int64)
     curves: dict[str, list] = {}
-    obs = vec.reset(list(env_starts) * r).reshape(r, n, -1)
     t0, step = time.perf_counter(), 0
     try:
         while True:
             key, k_eval = jax.random.split(key)
-            for name, v in evaluate(cfg, act, states, k_eval, far_starts).items():
+            for name, v in game.evaluate(cfg, make_policy(act, states), r, k_eval).items():
                 curves.setdefault(name, []).append(v)
             if diagnose is not None:
                 for name, v in jax.device_get(diagnose(states, anchors, far_pool)).items():
@@ -174,40 +160,31 @@ def train_runs(cfg, config, states, coefs, anchors, hyper, env_starts, total_ste
                 break
             rets, lens = [], []
             for _ in range(cfg.steps_per_chunk // (n * t)):
-                roll = {k: [] for k in ("obs", "action", "logp", "value", "reward",
-                                        "terminated", "truncated", "final_obs")}  # fmt: skip
+                roll: dict[str, list] = {}
                 for _ in range(t):
                     key, k = jax.random.split(key)
                     a, logp, value = jax.device_get(_act(act, states, obs, k))
                     nxt, rew, term, trunc, info = vec.step(a.reshape(-1))
+                    ep_ret, ep_len = ep_ret + rew, ep_len + 1
                     ends = term | trunc
-                    rets += list(info["episode_return"][ends])
-                    lens += list(info["episode_length"][ends])
-                    host = {
-                        "reward": rew * cfg.reward_scale,
-                        "terminated": term,
-                        "truncated": trunc,
-                        "final_obs": info["final_obs"],
-                    }
-                    step_data = {
-                        "obs": obs,
-                        "action": a,
-                        "logp": logp,
-                        "value": value,
-                        **{k_: v.reshape(r, n, *v.shape[1:]) for k_, v in host.items()},
-                    }
+                    rets += list(ep_ret[ends])
+                    lens += list(ep_len[ends])
+                    ep_ret[ends], ep_len[ends] = 0.0, 0
+                    host = {"reward": rew * cfg.reward_scale, "terminated": term,
+                            "truncated": trunc, "final_obs": info["final_obs"]}  # fmt: skip
+                    host = {k_: v.reshape(r, n, *v.shape[1:]) for k_, v in host.items()}
+                    step_data = {"obs": obs, "action": a, "logp": logp, "value": value, **host}
                     for k_, v in step_data.items():
-                        roll[k_].append(v)
+                        roll.setdefault(k_, []).append(v)
                     obs = nxt.reshape(r, n, -1)
                 batch = {k_: jnp.asarray(np.stack(v, axis=1)) for k_, v in roll.items()}
                 key, k = jax.random.split(key)
                 states, metrics = update(states, batch, anchors, coefs, hyper,
                                          jax.random.split(k, r))  # fmt: skip
             step += cfg.steps_per_chunk
-            m = jax.device_get(metrics)
             curves.setdefault("train/episode_return", []).append(np.mean(rets) if rets else 0.0)
             curves.setdefault("train/episode_length", []).append(np.mean(lens) if lens else 0.0)
-            for name, v in m.items():
+            for name, v in jax.device_get(metrics).items():
                 curves.setdefault(name, []).append(np.asarray(v))
             far = np.round(curves["eval/far_success"][-1], 2).tolist()
             ret = curves["train/episode_return"][-1]
@@ -226,22 +203,83 @@ def _save_curves(path: Path, curves: dict[str, list], every: int) -> None:
     results.savez(path, env_steps=x, **{k.replace("/", "__"): v for k, v in arrays.items()})
 
 
-def collect_far_states(cfg, config, state, key, n_states: int) -> np.ndarray:
-    """RAM observations pi* visits when started from the Far rooms (BC / Fisher states)."""
+def collect_states(cfg, game: HostGame, config, state, start, key, n_states: int) -> np.ndarray:
+    """Observations pi* (one unstacked ``state``) visits from ``start`` (BC / Fisher states)."""
     act, _ = make_learner(config, cfg.epochs, cfg.minibatches, cfg.clip_value_loss)
-    states = stack_runs([state])
-    vec = make_vec(cfg, cfg.num_envs, seed=cfg.seed + 1)
-    starts = [cfg.pretrain_starts[i % len(cfg.pretrain_starts)] for i in range(cfg.num_envs)]
+    policy = make_policy(act, stack_runs([state]))
+    vec, obs = game.open(cfg, cfg.num_envs, cfg.seed + 1, start)
     out = []
     try:
-        obs = vec.reset(starts)
         for t in range(-(-n_states // cfg.num_envs)):
             out.append(obs)
-            a, _, _ = _act(act, states, obs[None], jax.random.fold_in(key, t))
-            obs = vec.step(np.asarray(a).reshape(-1))[0]
+            obs = vec.step(policy(obs[None], jax.random.fold_in(key, t)).reshape(-1))[0]
     finally:
         vec.close()
     return np.concatenate(out)[:n_states]
+
+
+def run_grid(cfg, config, hyper, pre, key) -> tuple[list, Any, Any]:
+    """``(labels, states, coefs)`` of every method x seed: ``(method, seed)`` labels, train
+    states (pi*'s parameters, or a fresh init for ``random_init`` methods) and coefficients,
+    stacked on the runs axis."""
+    labels, states, coefs = [], [], []
+    for method in cfg.methods:
+        for s in range(cfg.seeds):
+            if terms.method(parse_method(method)[0]).random_init:
+                states.append(init_train_state(config, hyper, jax.random.fold_in(key, s)))
+            else:
+                states.append(train_state_from_params(config, hyper, pre.actor_params,
+                                                      pre.critic_params))  # fmt: skip
+            labels.append((method, s))
+            coefs.append(cfg.coefs(method))
+    return labels, stack_runs(states), stack_runs(coefs)
+
+
+def far_anchors(cfg, config, pre, data: np.ndarray):
+    """BC targets on the first ``bc_states`` of ``data`` (pi*'s Far states) and the EWC Fisher on
+    ``fisher_states`` drawn uniformly from all of them (as Continual World samples its buffer)."""
+    zeros = np.zeros(len(data), np.int32)
+    fi = fisher_sample(len(data), cfg.fisher_states, cfg.seed)
+    return make_anchors(config, pre.actor_params, pre.critic_params, data[: cfg.bc_states],
+                        zeros[: cfg.bc_states], data[fi], zeros[fi])  # fmt: skip
+
+
+def finetune_study(cfg, game: HostGame, config, hyper, pre, data, start, out_dir, log,
+                   info: dict[str, Any]) -> Path:  # fmt: skip
+    """Fine-tune every method x seed from ``start`` with anchors on pi*'s Far states ``data``;
+    writes ``finetune_curves.npz``, ``summary.csv``, the plots and ``run_info.json``."""
+    key = jax.random.key(cfg.seed)
+    anchors = far_anchors(cfg, config, pre, data)
+    labels, states, coefs = run_grid(cfg, config, hyper, pre, jax.random.fold_in(key, 1))
+    log(f"[finetune] {len(labels)} runs x {cfg.finetune_steps} env steps from {start}, "
+        f"{cfg.num_envs} envs each")  # fmt: skip
+    _, curves, wall = train_runs(cfg, game, config, states, coefs, anchors, hyper,
+                                 start, cfg.finetune_steps, jax.random.fold_in(key, 2),
+                                 out_dir, "finetune", log)  # fmt: skip
+    env = study_report.Stages(tuple(game.stages))
+    rows = study_report.summarize(labels, curves, game.far_idx, env)
+    results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
+    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
+    study_report.plot_study(cfg, env, labels, curves, x, game.far_idx, out_dir)
+    results.write_json(out_dir / "run_info.json", {
+        **results.environment_info(), "wall_s": wall, "runs": len(labels), "labels": labels,
+        "env_steps_per_run": cfg.finetune_steps, "far_stages": list(game.far_idx),
+        "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall, **info,
+    })  # fmt: skip
+    for line in study_report.table(cfg, rows):
+        log(line)
+    log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    return out_dir
+
+
+def load_pretrained(cfg, config, out_dir: Path):
+    """(path, checkpoint) of the pre-trained PPO policy: ``cfg.checkpoint`` or
+    ``<out>/../pretrain/policy``; a clear error when there is none."""
+    path = study.resolve_checkpoint(cfg.checkpoint, str(out_dir.parent / "pretrain" / "policy"))
+    if not (path / "meta.json").is_file():
+        raise CheckpointError(f"no pre-trained policy at {str(path)!r}: run `fpc-jax pretrain` "
+                              "first or set checkpoint")  # fmt: skip
+    return path, ppo_study.load_policy(path, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,33 +291,23 @@ def pretrain(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
+    game = MontezumaGame(tuple(cfg.pretrain_starts))
     key = jax.random.key(cfg.seed)
     state = init_train_state(config, hyper, jax.random.fold_in(key, 0))
     coefs = stack_runs([RetentionCoefs.preset("ft", family="ppo")])
     anchors = placeholder_anchors(config, state.actor_params, state.critic_params, 1)
-    starts = [cfg.pretrain_starts[i % len(cfg.pretrain_starts)] for i in range(cfg.num_envs)]
     log(f"[pretrain] PPO from {list(cfg.pretrain_starts)}, {cfg.pretrain_steps} env steps")
     states, curves, wall = train_runs(
-        cfg, config, stack_runs([state]), coefs, anchors, hyper, starts, cfg.pretrain_steps,
-        jax.random.fold_in(key, 1), out_dir, "pretrain", tuple(cfg.pretrain_starts), log,
+        cfg, game, config, stack_runs([state]), coefs, anchors, hyper, cfg.pretrain_starts,
+        cfg.pretrain_steps, jax.random.fold_in(key, 1), out_dir, "pretrain", log,
     )  # fmt: skip
     far = curves["eval/far_success"][:, 0]
-    per_room = dict(
-        zip(
-            cfg.pretrain_starts,
-            curves["eval/stage_success"][
-                -1, 0, [ROUTE.index(s) for s in cfg.pretrain_starts]
-            ].tolist(),
-            strict=True,
-        )
-    )
-    meta = {
-        "env": ENV,
-        "far_starts": list(cfg.pretrain_starts),
-        "pretrain_steps": cfg.pretrain_steps,
-        "far_success_final": float(far[-1]),
-        "far_success": per_room,
-    }
+    per_room = dict(zip(cfg.pretrain_starts,
+                        curves["eval/stage_success"][-1, 0, list(game.far_idx)].tolist(),
+                        strict=True))  # fmt: skip
+    meta = {"env": ENV, "far_starts": list(cfg.pretrain_starts),
+            "pretrain_steps": cfg.pretrain_steps, "far_success_final": float(far[-1]),
+            "far_success": per_room}  # fmt: skip
     ppo_study.save_policy(out_dir / "policy", jax.tree.map(lambda x: x[0], states), meta)
     results.write_json(out_dir / "run_info.json", {**results.environment_info(), "wall_s": wall,
                        **meta, "far_success_curve": far.tolist()})  # fmt: skip
@@ -292,52 +320,11 @@ def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
-    path = study.resolve_checkpoint(cfg.checkpoint, str(out_dir.parent / "pretrain" / "policy"))
-    if not (path / "meta.json").is_file():
-        raise CheckpointError(f"no pre-trained policy at {str(path)!r}: run `fpc-jax pretrain` "
-                              "first or set checkpoint")  # fmt: skip
-    pre = ppo_study.load_policy(path, config)
-    far = tuple(pre.meta.get("far_starts", cfg.pretrain_starts))
-    key = jax.random.key(cfg.seed)
+    path, pre = load_pretrained(cfg, config, out_dir)
+    game = MontezumaGame(tuple(pre.meta.get("far_starts", cfg.pretrain_starts)))
     n_data = max(cfg.bc_states, cfg.fisher_states)
-    log(f"[finetune] collecting {n_data} pi* states from {list(far)} ...")
-    data = collect_far_states(cfg, config, pre.state, jax.random.fold_in(key, 0), n_data)
-    zeros = np.zeros(n_data, np.int32)
-    fi = fisher_sample(len(data), cfg.fisher_states, cfg.seed)  # uniform over all Far states (CW)
-    anchors = make_anchors(config, pre.state.actor_params, pre.state.critic_params,
-                           data[: cfg.bc_states], zeros[: cfg.bc_states],
-                           data[fi], zeros[fi])  # fmt: skip
-    labels, states, coefs = [], [], []
-    for method in cfg.methods:
-        for s in range(cfg.seeds):
-            k = jax.random.fold_in(jax.random.fold_in(key, 1), s)
-            if terms.method(parse_method(method)[0]).random_init:
-                states.append(init_train_state(config, hyper, k))
-            else:
-                states.append(train_state_from_params(config, hyper, pre.state.actor_params,
-                                                      pre.state.critic_params))  # fmt: skip
-            labels.append((method, s))
-            coefs.append(cfg.coefs(method))
-    log(f"[finetune] {len(labels)} runs x {cfg.finetune_steps} env steps from "
-        f"{cfg.finetune_start}, {cfg.num_envs} envs each")  # fmt: skip
-    _, curves, wall = train_runs(
-        cfg, config, stack_runs(states), stack_runs(coefs), anchors, hyper,
-        [cfg.finetune_start] * cfg.num_envs, cfg.finetune_steps, jax.random.fold_in(key, 2),
-        out_dir, "finetune", far, log,
-    )  # fmt: skip
-    far_idx = tuple(ROUTE.index(n) for n in far)
-    env = SimpleNamespace(num_heads=len(ROUTE), stage_names=ROUTE)
-    rows = study_report.summarize(labels, curves, far_idx, env)
-    results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
-    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    study_report.plot_study(cfg, env, labels, curves, x, far_idx, out_dir)
-    results.write_json(out_dir / "run_info.json", {
-        **results.environment_info(), "wall_s": wall, "runs": len(labels), "labels": labels,
-        "env_steps_per_run": cfg.finetune_steps, "checkpoint": str(path),
-        "far_stages": list(far_idx),
-        "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall,
-    })  # fmt: skip
-    for line in study_report.table(cfg, rows):
-        log(line)
-    log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
-    return out_dir
+    log(f"[finetune] collecting {n_data} pi* states from {list(game.far_starts)} ...")
+    data = collect_states(cfg, game, config, pre.state, game.far_starts,
+                          jax.random.fold_in(jax.random.key(cfg.seed), 0), n_data)  # fmt: skip
+    return finetune_study(cfg, game, config, hyper, pre.state, data, cfg.finetune_start, out_dir,
+                          log, {"checkpoint": str(path)})  # fmt: skip
