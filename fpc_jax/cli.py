@@ -7,6 +7,7 @@ its traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +33,11 @@ _PPO_SCHEMA = "fpc_jax.experiments.ppo_study:PPOStudyConfig"
 _SAC_SCHEMA = "fpc_jax.experiments.sac_study:SACStudyConfig"
 _RS_SCHEMA = "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig"
 _MONTEZUMA_SCHEMA = "fpc_jax.experiments.montezuma_config:MontezumaStudyConfig"
+_NETHACK_SCHEMA = "fpc_jax.experiments.nethack_config:NetHackStudyConfig"
+_HOST_PPO = {  # host-stepped PPO on a real game: schema -> the module with pretrain / finetune
+    _MONTEZUMA_SCHEMA: "fpc_jax.experiments.host_ppo",  # configs/montezuma
+    _NETHACK_SCHEMA: "fpc_jax.experiments.nethack_study",  # configs/nethack
+}
 
 
 def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
@@ -52,6 +58,8 @@ def _study_schema(config: Path | None, overrides: dict[str, Any]) -> str:
     env, backend = data.get("env"), data.get("backend", "")
     if env == "ale/montezuma":
         return _MONTEZUMA_SCHEMA  # host-stepped PPO on the real game (configs/montezuma)
+    if env == "nle/nethack":
+        return _NETHACK_SCHEMA  # host-stepped PPO on the real game (configs/nethack)
     if env in PPO_ENVS:
         return _PPO_SCHEMA
     if not backend and ("far_tasks" in data or env == "metaworld/robotic_sequence"):
@@ -64,12 +72,11 @@ def _study(kind: str):
         from fpc_jax.experiments import ppo_study, sac_study, study
 
         schema_path = _study_schema(args.config, overrides)
-        if schema_path == _MONTEZUMA_SCHEMA:
-            from fpc_jax.experiments import host_ppo
-
-            cfg = cfglib.load(host_ppo.MontezumaStudyConfig, args.config, overrides)
-            out = args.out or host_ppo.default_out(cfg, kind)
-            getattr(host_ppo, kind)(cfg, out, log=multihost.log)
+        if schema_path in _HOST_PPO:
+            module = importlib.import_module(_HOST_PPO[schema_path])
+            cfg = cfglib.load(_schema(schema_path), args.config, overrides)
+            out = args.out or module.default_out(cfg, kind)
+            getattr(module, kind)(cfg, out, log=multihost.log)
             return
         if schema_path == _RS_SCHEMA:
             if kind == "pretrain":

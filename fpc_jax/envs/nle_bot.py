@@ -284,19 +284,21 @@ def play_bot(
     bot = bot or NetHackBot()
     bot.reset()
     obs = game.reset(core, disp)
-    seen, depths, first_step = [], [], {game.depth: 0}
+    seen, depths, rewards, first_step = [], [], [], {game.depth: 0}
     died = False
     while len(depths) < max_steps:
         if record:
             seen.append(obs)
-        obs, _, died, truncated, _ = game.step(bot.act(game.raw))
+        obs, reward, died, truncated, _ = game.step(bot.act(game.raw))
         depths.append(game.depth)
+        rewards.append(reward)
         first_step.setdefault(game.depth, len(depths))
         if died or truncated or (stop_depth is not None and game.depth >= stop_depth):
             break
     out = {"actions": np.array(game.actions, np.uint8), "depth": np.array(depths, np.int16),
-           "first_step": first_step, "max_depth": game.max_depth, "score": game.score,
-           "steps": len(depths), "turn": game.turn, "died": bool(died)}  # fmt: skip
+           "reward": np.array(rewards, np.float32), "first_step": first_step,
+           "max_depth": game.max_depth, "score": game.score, "steps": len(depths),
+           "turn": game.turn, "died": bool(died)}  # fmt: skip
     return out | ({"obs": seen} if record else {})
 
 
@@ -316,14 +318,15 @@ def bot_dataset(
             run = play_bot(game, core, disp, max_steps, stop_depth, record=True, bot=bot)
             before = np.concatenate([[game.start_depth], run["depth"][:-1]]).astype(np.int16)
             parts.append((run["obs"], run["actions"].astype(np.int32), np.full(run["steps"], i,
-                          np.int32), before))  # fmt: skip
+                          np.int32), before, run["reward"]))  # fmt: skip
     finally:
         game.close()
     obs = [o for p in parts for o in p[0]]
     stacked = ({k: np.stack([o[k] for o in obs]) for k in obs[0]} if isinstance(obs[0], dict)
                else np.stack(obs))  # fmt: skip
-    cat = [np.concatenate([p[j] for p in parts]) for j in (1, 2, 3)]
-    return {"obs": stacked, "action": cat[0], "episode": cat[1], "depth": cat[2]}
+    cat = [np.concatenate([p[j] for p in parts]) for j in (1, 2, 3, 4)]
+    return {"obs": stacked, "action": cat[0], "episode": cat[1], "depth": cat[2],
+            "reward": cat[3]}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

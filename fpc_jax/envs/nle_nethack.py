@@ -250,10 +250,14 @@ class NetHackGame:
         ], np.float32)  # fmt: skip
 
     def replay(self, core: int, disp: int, actions: np.ndarray) -> Any:
-        """Reset to ``(core, disp)`` and play ``actions``; returns the observation after them."""
+        """Reset to ``(core, disp)`` and play ``actions``; returns the observation after them.
+        This config's ``max_steps`` / ``stall_limit`` do not cut a replay (a prefix may be longer
+        than an episode's limit); the stall count restarts after it."""
         self.reset(core, disp)
         for a in np.asarray(actions):
             self.step(int(a))  # raises if the game ended before the last action
+            self.over = self._done
+        self._stall = 0
         return self.observe()
 
     def close(self) -> None:

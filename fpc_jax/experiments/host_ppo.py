@@ -245,9 +245,10 @@ def far_anchors(cfg, config, pre, data: np.ndarray):
 
 
 def finetune_study(cfg, game: HostGame, config, hyper, pre, data, start, out_dir, log,
-                   info: dict[str, Any]) -> Path:  # fmt: skip
+                   info: dict[str, Any]) -> tuple[list, dict[str, np.ndarray]]:  # fmt: skip
     """Fine-tune every method x seed from ``start`` with anchors on pi*'s Far states ``data``;
-    writes ``finetune_curves.npz``, ``summary.csv``, the plots and ``run_info.json``."""
+    writes ``finetune_curves.npz``, ``summary.csv``, the plots and ``run_info.json``. Returns
+    the ``(method, seed)`` labels and the curves."""
     key = jax.random.key(cfg.seed)
     anchors = far_anchors(cfg, config, pre, data)
     labels, states, coefs = run_grid(cfg, config, hyper, pre, jax.random.fold_in(key, 1))
@@ -269,7 +270,7 @@ def finetune_study(cfg, game: HostGame, config, hyper, pre, data, start, out_dir
     for line in study_report.table(cfg, rows):
         log(line)
     log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
-    return out_dir
+    return labels, curves
 
 
 def load_pretrained(cfg, config, out_dir: Path):
@@ -326,5 +327,6 @@ def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     log(f"[finetune] collecting {n_data} pi* states from {list(game.far_starts)} ...")
     data = collect_states(cfg, game, config, pre.state, game.far_starts,
                           jax.random.fold_in(jax.random.key(cfg.seed), 0), n_data)  # fmt: skip
-    return finetune_study(cfg, game, config, hyper, pre.state, data, cfg.finetune_start, out_dir,
-                          log, {"checkpoint": str(path)})  # fmt: skip
+    finetune_study(cfg, game, config, hyper, pre.state, data, cfg.finetune_start, out_dir, log,
+                   {"checkpoint": str(path)})  # fmt: skip
+    return out_dir
