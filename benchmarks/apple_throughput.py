@@ -109,11 +109,16 @@ def main() -> None:
         n = len(cfg.grid) * cfg.seeds
         total_runs += n
         jax_total += float(out2["run_seconds"])
-        report["sweeps"][fig] = {"runs": n, "compile_s": float(out["compile_seconds"]),
-                                 "first_run_s": float(out["run_seconds"]),
-                                 "steady_run_s": float(out2["run_seconds"])}  # fmt: skip
-        print(f"{fig}: {n} runs, compile {out['compile_seconds']:.1f}s, "
-              f"run {out2['run_seconds']:.2f}s")  # fmt: skip
+        report["sweeps"][fig] = {
+            "runs": n,
+            "compile_s": float(out["compile_seconds"]),
+            "first_run_s": float(out["run_seconds"]),
+            "steady_run_s": float(out2["run_seconds"]),
+        }
+        print(
+            f"{fig}: {n} runs, compile {out['compile_seconds']:.1f}s, "
+            f"run {out2['run_seconds']:.2f}s"
+        )
     cfg = cfglib.load(apple.AppleConfig, "configs/apple/fig3a.yaml")
     grid = cfg.grid
     picks = [
@@ -124,9 +129,12 @@ def main() -> None:
         numpy_reinforce_run(cfg, m, c, i)
     per_run = (time.perf_counter() - t0) / len(picks)
     numpy_total = per_run * total_runs
-    report["numpy_baseline"] = {"runs_timed": len(picks), "grid_points_timed": picks,
-                                "seconds_per_run": per_run,
-                                "extrapolated_total_s_for_both_sweeps": numpy_total}  # fmt: skip
+    report["numpy_baseline"] = {
+        "runs_timed": len(picks),
+        "grid_points_timed": picks,
+        "seconds_per_run": per_run,
+        "extrapolated_total_s_for_both_sweeps": numpy_total,
+    }
     report["speedup_steady_state"] = numpy_total / jax_total
     print(
         f"NumPy loop: {per_run:.2f}s per run -> {numpy_total:.0f}s for {total_runs} runs; "

@@ -58,8 +58,9 @@ def environment(packages: Sequence[str] = ()) -> dict[str, Any]:
 
 def block(tree: Any) -> Any:
     """Wait for every array of ``tree`` (a no-op on non-arrays)."""
-    return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x,
-                        tree)  # fmt: skip
+    return jax.tree.map(
+        lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree
+    )
 
 
 def clocked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:

@@ -58,8 +58,14 @@ def env_steps_per_second(batch: int, steps: int, repeats: int) -> dict:
         _, ends = jax.block_until_ready(compiled(jax.random.key(i + 1)))
         times.append(time.perf_counter() - t0)
     best = min(times)
-    return {"batch": batch, "steps": steps, "compile_s": compile_s, "run_s": times,
-            "episodes_ended": int(ends), "steps_per_s": batch * steps / best}  # fmt: skip
+    return {
+        "batch": batch,
+        "steps": steps,
+        "compile_s": compile_s,
+        "run_s": times,
+        "episodes_ended": int(ends),
+        "steps_per_s": batch * steps / best,
+    }
 
 
 def main() -> None:

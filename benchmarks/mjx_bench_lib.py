@@ -20,9 +20,19 @@ from fpc_jax.envs import make, metaworld_mjx
 
 SEQUENCE = "robotic_sequence"
 OVERFLOW_BITS = (
-    "NEFC", "NJMAX_NNZ", "BROADPHASE", "NARROWPHASE", "CCD", "HFIELD", "CONTACT_MATCH", "NVMAX",
-    "EPA_HORIZON", "ITERATIONS", "LS_ITERATIONS", "TACTILE",
-)  # fmt: skip
+    "NEFC",
+    "NJMAX_NNZ",
+    "BROADPHASE",
+    "NARROWPHASE",
+    "CCD",
+    "HFIELD",
+    "CONTACT_MATCH",
+    "NVMAX",
+    "EPA_HORIZON",
+    "ITERATIONS",
+    "LS_ITERATIONS",
+    "TACTILE",
+)
 """``mujoco_warp.OverflowType`` bits, lowest first (mujoco-warp 3.16)."""
 HEADROOM = 2.0
 """Suggested buffer = HEADROOM x measured peak (contacts are read once per env step, i.e. after
@@ -184,16 +194,26 @@ def contact_probe(
         nefc = np.stack([c["nefc"] for c in counts])
         total = np.array([c["total"] for c in counts])
         flags = int(np.bitwise_or.reduce(np.stack([c["overflow"] for c in counts]), axis=None))
-        rows.append({
-            "impl": impl, "task": task, "policy": policy, "batch": batch, "steps": steps,
-            "naconmax": naconmax, "njmax": njmax, "build_s": build_s, "reset_s": reset_s,
-            "rollout_s": rollout_s, "contacts_per_lane": _quantiles(per_lane),
-            "contacts_total_max": int(total.max()),
-            "contacts_total_max_per_lane": float(total.max() / batch),
-            "nefc_per_lane": _quantiles(nefc),
-            "overflow": [n for i, n in enumerate(OVERFLOW_BITS) if flags >> i & 1],
-            "success_fraction": float(success.mean()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "impl": impl,
+                "task": task,
+                "policy": policy,
+                "batch": batch,
+                "steps": steps,
+                "naconmax": naconmax,
+                "njmax": njmax,
+                "build_s": build_s,
+                "reset_s": reset_s,
+                "rollout_s": rollout_s,
+                "contacts_per_lane": _quantiles(per_lane),
+                "contacts_total_max": int(total.max()),
+                "contacts_total_max_per_lane": float(total.max() / batch),
+                "nefc_per_lane": _quantiles(nefc),
+                "overflow": [n for i, n in enumerate(OVERFLOW_BITS) if flags >> i & 1],
+                "success_fraction": float(success.mean()),
+            }
+        )
     return rows
 
 
@@ -236,8 +256,16 @@ def cpu_single(task: str, steps: int, seed: int) -> dict[str, Any]:
             env.reset()
             resets += 1
     dt = time.perf_counter() - t0
-    return {"task": task, "num_envs": 1, "workers": 0, "steps": steps, "build_s": build_s,
-            "resets": resets, "wall_s": dt, "steps_per_s": steps / dt}  # fmt: skip
+    return {
+        "task": task,
+        "num_envs": 1,
+        "workers": 0,
+        "steps": steps,
+        "build_s": build_s,
+        "resets": resets,
+        "wall_s": dt,
+        "steps_per_s": steps / dt,
+    }
 
 
 def cpu_vector(num_envs: int, workers: int, steps: int, seed: int) -> dict[str, Any]:
@@ -256,5 +284,12 @@ def cpu_vector(num_envs: int, workers: int, steps: int, seed: int) -> dict[str, 
         dt = time.perf_counter() - t0
     finally:
         env.close()
-    return {"task": SEQUENCE, "num_envs": num_envs, "workers": workers, "steps": steps,
-            "build_s": build_s, "wall_s": dt, "steps_per_s": num_envs * steps / dt}  # fmt: skip
+    return {
+        "task": SEQUENCE,
+        "num_envs": num_envs,
+        "workers": workers,
+        "steps": steps,
+        "build_s": build_s,
+        "wall_s": dt,
+        "steps_per_s": num_envs * steps / dt,
+    }

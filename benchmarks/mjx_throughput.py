@@ -48,9 +48,20 @@ from fpc_jax.envs import metaworld_cpu, metaworld_mjx
 
 DEFAULT_TASKS = (SEQUENCE, *metaworld_cpu.DEFAULT_TASKS)
 DISTRIBUTIONS = (
-    "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "numpy", "mujoco",
-    "mujoco-mjx", "mujoco-warp", "warp-lang", "metaworld", "mtcworldmjx", "gymnasium",
-)  # fmt: skip
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda13-plugin",
+    "flax",
+    "numpy",
+    "mujoco",
+    "mujoco-mjx",
+    "mujoco-warp",
+    "warp-lang",
+    "metaworld",
+    "mtcworldmjx",
+    "gymnasium",
+)
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -123,24 +134,36 @@ def run_contacts(rec: Recorder, impls: Sequence[str], tasks: Sequence[str], args
                 continue
             try:
                 rows = contact_probe(
-                    impl, task, args.contact_batch, args.contact_steps, naconmax,
-                    metaworld_mjx.NJMAX, args.seed,
-                )  # fmt: skip
+                    impl,
+                    task,
+                    args.contact_batch,
+                    args.contact_steps,
+                    naconmax,
+                    metaworld_mjx.NJMAX,
+                    args.seed,
+                )
             except Exception as e:
                 rec.error(where, e)
                 continue
             rec.report["sizing"] = sizing([*rec.report["contacts"], *rows])
             rec.add("contacts", *rows)
             for r in rows:
-                print(f"contacts {impl} {task} {r['policy']}: per lane max "
-                      f"{r['contacts_per_lane']['max']}, nefc max {r['nefc_per_lane']['max']}, "
-                      f"overflow {r['overflow']}", flush=True)  # fmt: skip
+                print(
+                    f"contacts {impl} {task} {r['policy']}: per lane max "
+                    f"{r['contacts_per_lane']['max']}, nefc max {r['nefc_per_lane']['max']}, "
+                    f"overflow {r['overflow']}",
+                    flush=True,
+                )
 
 
 def run_mjx(
-    rec: Recorder, impls: Sequence[str], tasks: Sequence[str], batches: dict[str, list[int]],
-    steps: int, repeats: int,
-) -> None:  # fmt: skip
+    rec: Recorder,
+    impls: Sequence[str],
+    tasks: Sequence[str],
+    batches: dict[str, list[int]],
+    steps: int,
+    repeats: int,
+) -> None:
     def once(row: dict[str, Any]) -> float:
         return row["build_s"] + row["compile_s"] + row["first_call_s"]
 
@@ -173,9 +196,12 @@ def run_mjx(
                     break  # larger batches of this (impl, task) would fail the same way
                 rec.add("mjx", row)
                 last = row
-                print(f"mjx {impl} {task} B={batch}: {row['steps_per_s']:.1f} env steps/s "
-                      f"(build {row['build_s']:.0f}s, compile {row['compile_s']:.0f}s, "
-                      f"first call {row['first_call_s']:.0f}s)", flush=True)  # fmt: skip
+                print(
+                    f"mjx {impl} {task} B={batch}: {row['steps_per_s']:.1f} env steps/s "
+                    f"(build {row['build_s']:.0f}s, compile {row['compile_s']:.0f}s, "
+                    f"first call {row['first_call_s']:.0f}s)",
+                    flush=True,
+                )
 
 
 def _csv(text: str) -> list[str]:
@@ -220,7 +246,7 @@ def parse_args() -> argparse.Namespace:
         help="keep the rows of an existing --out; measure only what it lacks",
     )
     ap.add_argument("--out", help="default benchmarks/results/mjx_throughput_<device kind>.json")
-    return ap.parse_args()  # fmt: skip
+    return ap.parse_args()
 
 
 def main() -> None:
@@ -243,18 +269,33 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),  # other work on the host skews CPU numbers
         "versions": env["versions"],
         "config": {
-            **vars(args), "tasks": tasks, "impls": impls, "batches": batches,
-            "cpu_workers": os.cpu_count(), "cpu_envs": cpu_envs,
-            "env_vars": {k: os.environ.get(k) for k in (
-                "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")},
+            **vars(args),
+            "tasks": tasks,
+            "impls": impls,
+            "batches": batches,
+            "cpu_workers": os.cpu_count(),
+            "cpu_envs": cpu_envs,
+            "env_vars": {
+                k: os.environ.get(k)
+                for k in (
+                    "XLA_FLAGS",
+                    "XLA_PYTHON_CLIENT_PREALLOCATE",
+                    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                )
+            },
             "actions": "uniform in [-1, 1]",
             "auto_reset": "a reset computed at every step, selected per lane where done "
-                          "(as fpc_jax.agents.sac.train)",
+            "(as fpc_jax.agents.sac.train)",
             "timing": "compile_s = lower + compile; first_call_s includes the Warp kernel build; "
-                      "steps_per_s from the median of the timed calls (block_until_ready each)",
+            "steps_per_s from the median of the timed calls (block_until_ready each)",
         },
-        "cpu_baseline": [], "contacts": [], "sizing": {}, "mjx": [], "errors": [], "skipped": [],
-    }  # fmt: skip
+        "cpu_baseline": [],
+        "contacts": [],
+        "sizing": {},
+        "mjx": [],
+        "errors": [],
+        "skipped": [],
+    }
     if resumed is not None:  # keep its rows; this run's own settings go beside them
         resumed.setdefault("resumed_by", []).append(
             {k: report[k] for k in ("env", "load_average_at_start", "versions", "config")}

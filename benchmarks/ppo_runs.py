@@ -70,10 +70,25 @@ def main() -> None:
     rows = []
     for n in [int(x) for x in args.runs.split(",")]:
         r = runs(n)
-        t = harness.timed(vm, r, step0, anchors, study.bcast(coefs, n), study.bcast(hyper, n),
-                          params, pool, repeats=args.repeats)  # fmt: skip
-        rows.append({"mode": "vmap", "runs": n, **t,
-                     "agent_steps_per_s": n * cfg.steps_per_chunk / t["steady_s"]})  # fmt: skip
+        t = harness.timed(
+            vm,
+            r,
+            step0,
+            anchors,
+            study.bcast(coefs, n),
+            study.bcast(hyper, n),
+            params,
+            pool,
+            repeats=args.repeats,
+        )
+        rows.append(
+            {
+                "mode": "vmap",
+                "runs": n,
+                **t,
+                "agent_steps_per_s": n * cfg.steps_per_chunk / t["steady_s"],
+            }
+        )
         print(rows[-1], flush=True)
     for n in [int(x) for x in args.loop_runs.split(",")]:
         r = [jax.tree.map(lambda x, i=i: x[i], runs(n)) for i in range(n)]
@@ -82,12 +97,25 @@ def main() -> None:
             return [one(ri, step0, anchors, coefs, hyper, params, pool) for ri in r]
 
         t = harness.timed(loop, repeats=args.repeats)
-        rows.append({"mode": "python_loop", "runs": n, **t,
-                     "agent_steps_per_s": n * cfg.steps_per_chunk / t["steady_s"]})  # fmt: skip
+        rows.append(
+            {
+                "mode": "python_loop",
+                "runs": n,
+                **t,
+                "agent_steps_per_s": n * cfg.steps_per_chunk / t["steady_s"],
+            }
+        )
         print(rows[-1], flush=True)
-    config = {"config": "configs/key_door/main.yaml", **overrides, "num_envs": cfg.num_envs,
-              "num_steps": cfg.num_steps, "epochs": cfg.epochs, "minibatches": cfg.minibatches,
-              "hidden_sizes": list(cfg.hidden_sizes), "coefs": ACTIVE}  # fmt: skip
+    config = {
+        "config": "configs/key_door/main.yaml",
+        **overrides,
+        "num_envs": cfg.num_envs,
+        "num_steps": cfg.num_steps,
+        "epochs": cfg.epochs,
+        "minibatches": cfg.minibatches,
+        "hidden_sizes": list(cfg.hidden_sizes),
+        "coefs": ACTIVE,
+    }
     path = harness.write(args.out, {"benchmark": "ppo_runs", "config": config, "results": rows})
     print(f"wrote {path}")
 

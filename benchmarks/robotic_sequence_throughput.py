@@ -22,14 +22,25 @@ from fpc_jax.experiments.robotic_sequence import HostLoop, RoboticSequenceConfig
 
 
 def measure(runs: int, bursts: int, workers: int, warmup: int = 2) -> dict:
-    cfg = cfglib.build(RoboticSequenceConfig, {
-        "methods": ["ft"], "seeds": runs, "bc_states": 256, "em_transitions": 256,
-        "fisher_states": 64, "buffer_capacity": 20_000, "update_after": 0, "workers": workers,
-        "finetune_steps": 100_000, "steps_per_chunk": 100_000,
-    })  # fmt: skip
+    cfg = cfglib.build(
+        RoboticSequenceConfig,
+        {
+            "methods": ["ft"],
+            "seeds": runs,
+            "bc_states": 256,
+            "em_transitions": 256,
+            "fisher_states": 64,
+            "buffer_capacity": 20_000,
+            "update_after": 0,
+            "workers": workers,
+            "finetune_steps": 100_000,
+            "steps_per_chunk": 100_000,
+        },
+    )
     r = setup_runs(cfg, log=lambda *_: None)
-    loop = HostLoop(cfg, r.config, r.seq, r.acting, r.sac, r.buf, r.anchors, r.coefs, r.hyp,
-                    r.key, r.runs)  # fmt: skip
+    loop = HostLoop(
+        cfg, r.config, r.seq, r.acting, r.sac, r.buf, r.anchors, r.coefs, r.hyp, r.key, r.runs
+    )
 
     def run(n: int) -> tuple:
         for _ in range(n):
@@ -42,10 +53,15 @@ def measure(runs: int, bursts: int, workers: int, warmup: int = 2) -> dict:
     finally:
         loop.close()
     steps = bursts * cfg.update_every
-    return {"runs": runs, "workers": workers, "warmup_s": warmup_s,
-            "timed_env_steps_per_run": steps, "steady_s": steady_s,
-            "agent_steps_per_s": runs * steps / steady_s,
-            "updates_per_s": runs * steps / steady_s}  # fmt: skip
+    return {
+        "runs": runs,
+        "workers": workers,
+        "warmup_s": warmup_s,
+        "timed_env_steps_per_run": steps,
+        "steady_s": steady_s,
+        "agent_steps_per_s": runs * steps / steady_s,
+        "updates_per_s": runs * steps / steady_s,
+    }
 
 
 def _baseline_proc(bursts: int, q) -> None:
@@ -65,12 +81,16 @@ def main() -> None:
         m = measure(r, args.bursts, args.workers)
         report["vectorized"].append(m)
         harness.write(args.out, report, key="env")  # kept if a time limit stops the rest
-        print(f"{r:3d} runs: {m['agent_steps_per_s']:.1f} agent steps/s "
-              f"(warm-up {m['warmup_s']:.0f}s)")  # fmt: skip
+        print(
+            f"{r:3d} runs: {m['agent_steps_per_s']:.1f} agent steps/s "
+            f"(warm-up {m['warmup_s']:.0f}s)"
+        )
     ctx = mp.get_context("forkserver")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_baseline_proc, args=(args.bursts, q))
-             for _ in range(args.baseline_procs)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_baseline_proc, args=(args.bursts, q))
+        for _ in range(args.baseline_procs)
+    ]
 
     def baseline() -> list[dict]:
         for p in procs:
@@ -82,9 +102,12 @@ def main() -> None:
 
     outs, wall_s = harness.clocked(baseline)
     total = sum(o["agent_steps_per_s"] for o in outs)
-    report["baseline_one_run_per_process"] = {"procs": args.baseline_procs, "per_proc": outs,
-                                              "aggregate_agent_steps_per_s": total,
-                                              "wall_s": wall_s}  # fmt: skip
+    report["baseline_one_run_per_process"] = {
+        "procs": args.baseline_procs,
+        "per_proc": outs,
+        "aggregate_agent_steps_per_s": total,
+        "wall_s": wall_s,
+    }
     print(f"baseline: {args.baseline_procs} processes x 1 run: {total:.1f} agent steps/s")
     harness.write(args.out, report, key="env")
 

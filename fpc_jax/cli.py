@@ -35,7 +35,7 @@ _RS_SCHEMA = "fpc_jax.experiments.robotic_sequence:RoboticSequenceConfig"
 _MONTEZUMA_SCHEMA = "fpc_jax.experiments.montezuma_config:MontezumaStudyConfig"
 _NETHACK_SCHEMA = "fpc_jax.experiments.nethack_config:NetHackStudyConfig"
 _HOST_PPO = {  # host-stepped PPO on a real game: schema -> the module with pretrain / finetune
-    _MONTEZUMA_SCHEMA: "fpc_jax.experiments.host_ppo",  # configs/montezuma
+    _MONTEZUMA_SCHEMA: "fpc_jax.experiments.montezuma_study",  # configs/montezuma
     _NETHACK_SCHEMA: "fpc_jax.experiments.nethack_study",  # configs/nethack
 }
 
@@ -110,8 +110,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
-        rows = evaluate.evaluate_policy(args.checkpoint, tasks, args.episodes, args.seed,
-                                        args.workers)  # fmt: skip
+        rows = evaluate.evaluate_policy(
+            args.checkpoint, tasks, args.episodes, args.seed, args.workers
+        )
     except (ValueError, CheckpointError) as e:
         print(f"fpc-jax evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -210,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value")
     ev_help = "Run Meta-World tasks alone with their heads (deterministic); write DIR/eval.csv"
     ev = sub.add_parser(
-        "evaluate", help=ev_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "evaluate",
+        help=ev_help,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=ev_help + ": each task's success over --episodes episodes of the policy's "
         "deterministic action tanh(mean) with its own head (docs/sequence_semantics.md).",
-    )  # fmt: skip
+    )
     ev.add_argument("--checkpoint", default=None, help="policy directory; None: the packaged asset")
     ev.add_argument(
         "--tasks",
@@ -235,9 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir (or a summary CSV)")
     rp.add_argument("--out", type=Path, default=Path("runs/report"), help="output directory")
-    rp.add_argument("--metric", action="append", default=None, metavar="METRIC",
-                    choices=_report_metrics(), help="one of %(choices)s; repeatable; default: "
-                    "every metric of the study kind")  # fmt: skip
+    rp.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="METRIC",
+        choices=_report_metrics(),
+        help="one of %(choices)s; repeatable; default: every metric of the study kind",
+    )
     rp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     rp.add_argument("--seed", type=int, default=0, help="bootstrap PRNG seed")
     return parser
@@ -301,8 +309,11 @@ def _main(argv: Sequence[str] | None) -> int:
         if getattr(args, "checkpoint", None):
             overrides["checkpoint"] = args.checkpoint
         if args.command == "sweep":
-            print("fpc-jax sweep is an alias: fpc-jax finetune --config configs/robotic_sequence/"
-                  "... runs the same Meta-World CPU study", file=sys.stderr)  # fmt: skip
+            print(
+                "fpc-jax sweep is an alias: fpc-jax finetune --config configs/robotic_sequence/"
+                "... runs the same Meta-World CPU study",
+                file=sys.stderr,
+            )
         multihost.initialize()  # first: before any JAX computation
         runner(args, overrides)
     except (cfglib.ConfigError, CheckpointError, multihost.MultihostError) as e:

@@ -62,8 +62,13 @@ def search(iterations: int, seed: int, target_rooms: int, alpha: float = 3.0) ->
     rng = np.random.default_rng(seed)
 
     def key(ram: np.ndarray) -> tuple[int, ...]:
-        return (int(ram[mz.RAM_LEVEL]), int(ram[mz.RAM_ROOM]), int(ram[mz.RAM_INVENTORY]),
-                int(ram[mz.RAM_X]) // 16, int(ram[mz.RAM_Y]) // 16)  # fmt: skip
+        return (
+            int(ram[mz.RAM_LEVEL]),
+            int(ram[mz.RAM_ROOM]),
+            int(ram[mz.RAM_INVENTORY]),
+            int(ram[mz.RAM_X]) // 16,
+            int(ram[mz.RAM_Y]) // 16,
+        )
 
     archive: dict[tuple[int, ...], Cell] = {}
 
@@ -122,8 +127,16 @@ def replay(route: bytes) -> dict:
     (in order of first success) and for each the step its successful visit began."""
     game = mz.MontezumaGame(seed=0, sticky=0.0)
     ram = game.ram()
-    log = [(int(ram[mz.RAM_ROOM]), int(ram[mz.RAM_X]), int(ram[mz.RAM_Y]),
-            int(ram[mz.RAM_INVENTORY]), 0.0, int(game.ale.lives()))]  # fmt: skip
+    log = [
+        (
+            int(ram[mz.RAM_ROOM]),
+            int(ram[mz.RAM_X]),
+            int(ram[mz.RAM_Y]),
+            int(ram[mz.RAM_INVENTORY]),
+            0.0,
+            int(game.ale.lives()),
+        )
+    ]
     states, frames = [None], [None]
     tracker, rooms = mz.RoomTracker(), ()
     visit = {"entry": 0, "entrance": "start"}
@@ -131,8 +144,16 @@ def replay(route: bytes) -> dict:
     for a in route:
         r, frame = game.step(a)
         ram = game.ram()
-        log.append((int(ram[mz.RAM_ROOM]), int(ram[mz.RAM_X]), int(ram[mz.RAM_Y]),
-                    int(ram[mz.RAM_INVENTORY]), r, int(game.ale.lives())))  # fmt: skip
+        log.append(
+            (
+                int(ram[mz.RAM_ROOM]),
+                int(ram[mz.RAM_X]),
+                int(ram[mz.RAM_Y]),
+                int(ram[mz.RAM_INVENTORY]),
+                r,
+                int(game.ale.lives()),
+            )
+        )
         states.append(game.clone())
         frames.append(frame)
         new = advance(tracker, rooms, ram[mz.RAM_ROOM], ram[mz.RAM_INVENTORY], r)
@@ -175,11 +196,19 @@ def build(route: bytes, out: Path, far_from: int, argv: str, origin: dict) -> di
         t = rep["entry"][room]["entry"]
         if log[t + 1][0] == room:  # the room byte changes a step before x/y wrap to the new room
             t += 1
-        row = {"name": f"room{k}", "route_index": k, "ram_room": room,
-               "entrance": rep["entry"][room]["entrance"], "step": t, "x": log[t][1],
-               "y": log[t][2], "inventory": log[t][3],
-               "score": float(sum(r[4] for r in log[: t + 1])), "lives": log[t][5],
-               "frame": len(frames)}  # fmt: skip
+        row = {
+            "name": f"room{k}",
+            "route_index": k,
+            "ram_room": room,
+            "entrance": rep["entry"][room]["entrance"],
+            "step": t,
+            "x": log[t][1],
+            "y": log[t][2],
+            "inventory": log[t][3],
+            "score": float(sum(r[4] for r in log[: t + 1])),
+            "lives": log[t][5],
+            "frame": len(frames),
+        }
         verify(row, rep["states"][t], route, log)
         starts.append(row)
         states[row["name"]] = rep["states"][t]
@@ -237,11 +266,17 @@ def main() -> None:
     if args.search:
         t0 = time.time()
         route = search(args.iterations, args.seed, args.target_rooms)
-        origin = {"search": "go-explore (this script)", "iterations": args.iterations,
-                  "seed": args.seed, "target_rooms": args.target_rooms,
-                  "seconds": round(time.time() - t0)}  # fmt: skip
-        argv = (f"--search --iterations {args.iterations} --seed {args.seed} "
-                f"--target-rooms {args.target_rooms} {argv}")  # fmt: skip
+        origin = {
+            "search": "go-explore (this script)",
+            "iterations": args.iterations,
+            "seed": args.seed,
+            "target_rooms": args.target_rooms,
+            "seconds": round(time.time() - t0),
+        }
+        argv = (
+            f"--search --iterations {args.iterations} --seed {args.seed} "
+            f"--target-rooms {args.target_rooms} {argv}"
+        )
     else:
         path = args.route or args.out / "route.npy"
         if not path.is_file():
@@ -254,8 +289,10 @@ def main() -> None:
     meta = build(route, args.out, args.far_from, argv, origin)
     print(json.dumps({k: meta[k] for k in ("route_ram_rooms", "close", "far", "num_states")}))
     for s in meta["starts"]:
-        print(f"{s['name']}: RAM room {s['ram_room']}, step {s['step']}, entered from the "
-              f"{s['entrance']}, x {s['x']} y {s['y']}, items {s['inventory']:#04x}")  # fmt: skip
+        print(
+            f"{s['name']}: RAM room {s['ram_room']}, step {s['step']}, entered from the "
+            f"{s['entrance']}, x {s['x']} y {s['y']}, items {s['inventory']:#04x}"
+        )
 
 
 if __name__ == "__main__":

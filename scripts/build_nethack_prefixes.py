@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from fpc_jax.envs import nle_nethack as nh
-from fpc_jax.envs.nle_bot import NetHackBot, PrefixSet, play_bot, screen_hash
+from fpc_jax.envs.nle_bot import NetHackBot, play_bot
+from fpc_jax.envs.nle_prefixes import PrefixSet, screen_hash
 
 
 def build(
@@ -32,8 +33,9 @@ def build(
         core, disp = first_seed + i, 10**6 + first_seed + i
         run = play_bot(game, core, disp, max_steps=max_steps, stop_depth=max(depths), bot=bot)
         steps += run["steps"]
-        reached = {d: next((n for k, n in sorted(run["first_step"].items()) if k >= d), -1)
-                   for d in depths}  # fmt: skip
+        reached = {
+            d: next((n for k, n in sorted(run["first_step"].items()) if k >= d), -1) for d in depths
+        }
         keep = max(reached.values())
         deepest[run["max_depth"]] += 1
         for d in depths:
@@ -46,15 +48,24 @@ def build(
             first[d].append(n)
         seeds.append((core, disp))
         actions.append(run["actions"][: max(keep, 0)])
-        print(f"seed {core}: first step on Dlvl>=d {reached}, bot steps {run['steps']}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"seed {core}: first step on Dlvl>=d {reached}, bot steps {run['steps']}",
+            file=sys.stderr,
+        )
     secs = time.perf_counter() - t0
-    stats = {"bot_steps": steps, "seconds": round(secs, 1), "bot_steps_per_s": round(steps / secs),
-             "bot_stop_depth_hist": dict(sorted(deepest.items()))}  # fmt: skip
+    stats = {
+        "bot_steps": steps,
+        "seconds": round(secs, 1),
+        "bot_steps_per_s": round(steps / secs),
+        "bot_stop_depth_hist": dict(sorted(deepest.items())),
+    }
     prefixes = PrefixSet(
-        seeds=np.array(seeds, np.int64), actions=tuple(actions),
-        first_step={d: np.array(v) for d, v in first.items()}, screens=screens, meta={},
-    )  # fmt: skip
+        seeds=np.array(seeds, np.int64),
+        actions=tuple(actions),
+        first_step={d: np.array(v) for d, v in first.items()},
+        screens=screens,
+        meta={},
+    )
     game.close()
     check.close()
     return prefixes, stats
@@ -71,23 +82,27 @@ def report(num_seeds: int, first_seed: int, max_steps: int) -> dict:
     col = {
         k: np.array([r[k] for r in runs]) for k in ("max_depth", "score", "steps", "turn", "died")
     }
-    reach = {d: [min((n for k, n in r["first_step"].items() if k >= d), default=-1) for r in runs]
-             for d in (2, 3)}  # fmt: skip
+    reach = {
+        d: [min((n for k, n in r["first_step"].items() if k >= d), default=-1) for r in runs]
+        for d in (2, 3)
+    }
     hist = collections.Counter(col["max_depth"].tolist())
     return {
         "seeds": f"core {first_seed}..{first_seed + num_seeds - 1}, disp = core + 1e6",
         "max_steps": max_steps,
         "max_depth_hist": dict(sorted(hist.items())),
         **{f"reach_dlvl{d}": float(np.mean(np.array(v) >= 0)) for d, v in reach.items()},
-        **{f"median_steps_to_dlvl{d}": float(np.median([n for n in v if n >= 0]))
-           for d, v in reach.items()},
+        **{
+            f"median_steps_to_dlvl{d}": float(np.median([n for n in v if n >= 0]))
+            for d, v in reach.items()
+        },
         "score_mean": float(col["score"].mean()),
         "score_median": float(np.median(col["score"])),
         "steps_mean": float(col["steps"].mean()),
         "turns_mean": float(col["turn"].mean()),
         "died": float(col["died"].mean()),
         "bot_steps_per_s": round(col["steps"].sum() / secs),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -109,10 +124,14 @@ def main() -> None:
     prefixes, stats = build(args.seeds, args.first_seed, sorted(args.depths), args.max_steps)
     counts = {str(d): int((v >= 0).sum()) for d, v in prefixes.first_step.items()}
     prefixes.save(
-        args.out, nle=importlib.metadata.version("nle"), character=nh.CHARACTERS[0],
+        args.out,
+        nle=importlib.metadata.version("nle"),
+        character=nh.CHARACTERS[0],
         command="python scripts/build_nethack_prefixes.py " + " ".join(sys.argv[1:]),
-        max_steps=args.max_steps, entries_reaching=counts, build=stats,
-    )  # fmt: skip
+        max_steps=args.max_steps,
+        entries_reaching=counts,
+        build=stats,
+    )
     print({"entries_reaching": counts, **stats})
 
 

@@ -54,8 +54,9 @@ def main() -> None:
         conditions = [("mean", float(n)) for n in args.noises.split(",")] + [("sample", None)]
         for mode, noise in conditions:
             policy = perturbed_policy(ckpt.config, actor, mode, noise, args.seed)
-            s = evaluate_actor(ckpt.config, actor, task, head, args.episodes, args.seed,
-                               policy=policy)  # fmt: skip
+            s = evaluate_actor(
+                ckpt.config, actor, task, head, args.episodes, args.seed, policy=policy
+            )
             row = {
                 "task": task,
                 "mode": mode,
@@ -66,12 +67,18 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    results.write_json(args.out, {
-        "benchmark": "far_asset_robustness", "env": results.environment_info(),
-        "asset": f"fpc_jax/assets/{path.name}",  # in the package, not this machine's path
-        "asset_method": meta.get("method"), "seed": args.seed,
-        "wall_s": time.perf_counter() - t0, "rows": rows,
-    })  # fmt: skip
+    results.write_json(
+        args.out,
+        {
+            "benchmark": "far_asset_robustness",
+            "env": results.environment_info(),
+            "asset": f"fpc_jax/assets/{path.name}",  # in the package, not this machine's path
+            "asset_method": meta.get("method"),
+            "seed": args.seed,
+            "wall_s": time.perf_counter() - t0,
+            "rows": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

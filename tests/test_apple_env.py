@@ -55,9 +55,14 @@ def test_phase1_at_home_never_succeeds():
 
 @pytest.mark.parametrize(
     "kw, msg",
-    [({"M": 0}, "M must be"), ({"T": 0}, "T must be"), ({"start_phase": 3}, "start_phase"),
-     ({"bogus": 1}, "valid:"), ({"M": 2.5}, "integer")],
-)  # fmt: skip
+    [
+        ({"M": 0}, "M must be"),
+        ({"T": 0}, "T must be"),
+        ({"start_phase": 3}, "start_phase"),
+        ({"bogus": 1}, "valid:"),
+        ({"M": 2.5}, "integer"),
+    ],
+)
 def test_bad_params_raise(kw, msg):
     with pytest.raises(ValueError, match=msg):
         make("apple_retrieval", **kw)
@@ -83,8 +88,13 @@ def test_exact_evaluator_matches_monte_carlo(start_phase):
             a = jax.random.bernoulli(k, p).astype(jnp.int32)
             obs, state2, _, term, trunc, info = env.step(k, state, a, params)
             state2 = jax.tree.map(lambda n, o: jnp.where(done, o, n), state2, state)
-            return (obs, state2, done | term | trunc, succ | (term & ~done),
-                    reach | (info["reached_apple"] & ~done)), None  # fmt: skip
+            return (
+                obs,
+                state2,
+                done | term | trunc,
+                succ | (term & ~done),
+                reach | (info["reached_apple"] & ~done),
+            ), None
 
         init = (obs, state, False, False, start_phase == 2)
         (_, _, _, succ, reach), _ = jax.lax.scan(body, init, jax.random.split(key, 30))

@@ -25,8 +25,11 @@ def test_reinforce_gradient_hand_value():
     # d/dw [-log sigmoid(w.s) G] = -(1 - sigmoid(w.s)) s G.
     w = jnp.array([0.3, -0.2])
     s = jnp.array([1.0, 0.5])
-    g = jax.grad(lambda w: reinforce_loss(w, s[None, None], jnp.array([[1]]), jnp.array([[2.0]]),
-                                          jnp.ones((1, 1)), 1.0, False)[0])(w)  # fmt: skip
+    g = jax.grad(
+        lambda w: reinforce_loss(
+            w, s[None, None], jnp.array([[1]]), jnp.array([[2.0]]), jnp.ones((1, 1)), 1.0, False
+        )[0]
+    )(w)
     expected = -(1 - jax.nn.sigmoid(w @ s)) * s * 2.0
     assert np.allclose(g, expected, atol=1e-6)
 

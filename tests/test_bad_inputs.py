@@ -69,13 +69,20 @@ def toy(tmp_path_factory):
     env, _ = sac_study.build_env(cfg)
     config = sac_study.sac_config(cfg, env)
     state = init_train_state(config, SACHyper.create(config.act_dim), jax.random.key(0))
-    policy = ckpt.save_policy(root / "policy", state, {
-        "env": cfg.env, "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
-        "far_success": [0.0, 0.0],
-    })  # fmt: skip
+    policy = ckpt.save_policy(
+        root / "policy",
+        state,
+        {
+            "env": cfg.env,
+            "stage_names": list(env.stage_names),
+            "far_stages": list(env.far_stages),
+            "far_success": [0.0, 0.0],
+        },
+    )
     config_file = root / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump({**TINY, "methods": ["ft", "bc"], "seeds": 1,
-                                           "checkpoint": str(policy)}))  # fmt: skip
+    config_file.write_text(
+        yaml.safe_dump({**TINY, "methods": ["ft", "bc"], "seeds": 1, "checkpoint": str(policy)})
+    )
     out = root / "finished"
     args = ["finetune", "--config", str(config_file), "--out", str(out)]
     assert cli.main(args) == 0
@@ -86,9 +93,10 @@ def test_refused_finetune_reruns_leave_every_file_alone(toy, capsys):
     capsys.readouterr()
     before = snapshot(toy.out)
     for extra, field in (
-        (["bc_actor=3.0"], "'bc_actor'"), (["--methods", "ft"], "'methods'"),
+        (["bc_actor=3.0"], "'bc_actor'"),
+        (["--methods", "ft"], "'methods'"),
         (["--seeds", "2"], "'seeds'"),
-    ):  # fmt: skip
+    ):
         one_line_error(capsys, cli.main([*toy.args, *extra]), "differs in", field)
         assert snapshot(toy.out) == before, extra
 
@@ -189,14 +197,17 @@ def test_bad_config_inputs_give_one_line(tmp_path, capsys):
     one_line_error(capsys, cli.main(["apple", "--config", str(bad)]), "not valid YAML", "line")
     one_line_error(capsys, cli.main(["apple", "--config", str(tmp_path)]), "is a directory")
     one_line_error(capsys, cli.main(["apple", "c=-0.5"]), "c is a magnitude")
-    one_line_error(capsys, cli.main(["finetune", "--config", str(tmp_path), "--help-config"]),
-                   "is a directory")  # fmt: skip
+    one_line_error(
+        capsys, cli.main(["finetune", "--config", str(tmp_path), "--help-config"]), "is a directory"
+    )
     # issue 16's options: bad values, and the SAC-only squashing asked of PPO
     toy, kd = "configs/toy/point_sequence.yaml", "configs/key_door/main.yaml"
     for arg, msg in (
-        ("eval_policy=greedy", "eval_policy"), ("ewc_fisher_mean=mu", "ewc_fisher_mean"),
-        ("scratch_start_steps=-1", "scratch_start_steps"), ("bc_squashed=0.5", "0 (off) or 1"),
-    ):  # fmt: skip
+        ("eval_policy=greedy", "eval_policy"),
+        ("ewc_fisher_mean=mu", "ewc_fisher_mean"),
+        ("scratch_start_steps=-1", "scratch_start_steps"),
+        ("bc_squashed=0.5", "0 (off) or 1"),
+    ):
         one_line_error(capsys, cli.main(["finetune", "--config", toy, arg]), msg)
     squashed_ppo = ["finetune", "--config", kd, "--methods", "ft,bc:bc_squashed=1"]
     one_line_error(capsys, cli.main(squashed_ppo), "SAC's tanh-Gaussian")
@@ -205,15 +216,21 @@ def test_bad_config_inputs_give_one_line(tmp_path, capsys):
 def test_help_config_into_a_closed_pipe_is_quiet():
     """``fpc-jax apple --help-config | head``: the reader is gone before the command writes."""
     cmd = [sys.executable, "-m", "fpc_jax.cli", "apple", "--help-config"]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 2 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
-def test_ctrl_c_says_where_it_stopped_and_keeps_a_partial_summary(toy, tmp_path, monkeypatch,
-                                                                  capsys):  # fmt: skip
+def test_ctrl_c_says_where_it_stopped_and_keeps_a_partial_summary(
+    toy, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "o"
     args = ["finetune", "--config", str(toy.config), "--out", str(out)]
     calls = []
@@ -264,8 +281,11 @@ def test_study_figures_label_their_axes(tmp_path, monkeypatch):
     monkeypatch.setattr(plotting, "save", lambda fig, path: figs.append((Path(path).name, fig)))
     env = SimpleNamespace(num_heads=4, stage_names=("a", "b", "c", "d"))
     cfg = SimpleNamespace(methods=("ft",), seeds=1, name="toy")
-    curves = {"eval/all_solved": np.zeros((3, 1)), "eval/stages_solved_frac": np.zeros((3, 1)),
-              "eval/stage_success": np.zeros((3, 1, 4))}  # fmt: skip
+    curves = {
+        "eval/all_solved": np.zeros((3, 1)),
+        "eval/stages_solved_frac": np.zeros((3, 1)),
+        "eval/stage_success": np.zeros((3, 1, 4)),
+    }
     study_report.plot_study(cfg, env, [("ft", 0)], curves, np.arange(3), (2, 3), tmp_path)
     (_, seq), (_, stages) = figs
     assert all(ax.get_ylabel() for ax in seq.axes)

@@ -8,14 +8,35 @@ import yaml
 
 from fpc_jax import cli
 
-COLUMNS = ["M", "c", "seed", "final_success", "phase2_success_pretrained", "phase2_success_min",
-           "forgetting", "reach_phase2_early"]  # fmt: skip
+COLUMNS = [
+    "M",
+    "c",
+    "seed",
+    "final_success",
+    "phase2_success_pretrained",
+    "phase2_success_min",
+    "forgetting",
+    "reach_phase2_early",
+]
 
 
 def test_apple_cli_writes_results(tmp_path, capsys):
-    rc = cli.main(["apple", "--config", "configs/apple/fig3a.yaml", "--seeds", "2", "--out",
-                   str(tmp_path), "M=[5,9]", "pretrain_updates=30", "finetune_updates=20",
-                   "eval_interval=5", "early_updates=10"])  # fmt: skip
+    rc = cli.main(
+        [
+            "apple",
+            "--config",
+            "configs/apple/fig3a.yaml",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+            "M=[5,9]",
+            "pretrain_updates=30",
+            "finetune_updates=20",
+            "eval_interval=5",
+            "early_updates=10",
+        ]
+    )
     assert rc == 0
     for name in ("config.yaml", "summary.csv", "curves.npz", "fig3.png", "run_info.json"):
         assert (tmp_path / name).is_file(), name
@@ -26,8 +47,9 @@ def test_apple_cli_writes_results(tmp_path, capsys):
     for r in rows:
         f = float(r["forgetting"])
         assert 0.0 <= f <= 1.0
-        assert np.isclose(f, float(r["phase2_success_pretrained"]) - float(r["phase2_success_min"]),
-                          atol=1e-5)  # fmt: skip
+        assert np.isclose(
+            f, float(r["phase2_success_pretrained"]) - float(r["phase2_success_min"]), atol=1e-5
+        )
     resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert resolved["M"] == [5, 9] and resolved["seeds"] == 2 and resolved["c"] == [0.5]
     assert "compiled" in capsys.readouterr().out
@@ -48,8 +70,10 @@ def test_methods_option_keeps_coefficient_overrides_with_their_method():
     parse = cli._parse_methods
     assert parse("ft, bc ,ewc") == ["ft", "bc", "ewc"]
     assert parse("ft,bc:bc_actor=10,bc_kl_direction=1,ewc:ewc_actor=5") == [
-        "ft", "bc:bc_actor=10,bc_kl_direction=1", "ewc:ewc_actor=5",
-    ]  # fmt: skip
+        "ft",
+        "bc:bc_actor=10,bc_kl_direction=1",
+        "ewc:ewc_actor=5",
+    ]
 
 
 def test_finetune_picks_the_study_from_the_config():

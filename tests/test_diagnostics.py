@@ -23,10 +23,14 @@ class _Run:
 
 
 def test_param_distances_by_hand():
-    star = {"trunk": {"w": jnp.array([3.0, 4.0])},
-            "head": {"kernel": jnp.array([[1.0, 1.0, 2.0, 2.0, 0.0, 0.0]])}}  # fmt: skip
-    params = {"trunk": {"w": jnp.array([3.0, 7.0])},
-              "head": {"kernel": jnp.array([[1.0, 1.0, 2.0, 4.0, 5.0, 5.0]])}}  # fmt: skip
+    star = {
+        "trunk": {"w": jnp.array([3.0, 4.0])},
+        "head": {"kernel": jnp.array([[1.0, 1.0, 2.0, 2.0, 0.0, 0.0]])},
+    }
+    params = {
+        "trunk": {"w": jnp.array([3.0, 7.0])},
+        "head": {"kernel": jnp.array([[1.0, 1.0, 2.0, 4.0, 5.0, 5.0]])},
+    }
     # 3 heads of 2 outputs; Far = head 1 only: row (2, 2) -> (2, 4)
     trunk, head = param_distances(params, star, jnp.array([0.0, 1.0, 0.0]), 3)
     np.testing.assert_allclose(trunk, 3.0 / 5.0, rtol=1e-6)
@@ -58,8 +62,14 @@ def test_sac_diagnostics_at_theta_star_and_after_perturbations():
     far = jnp.array([2, 3])
     at_star = diagnose(_Run(actor_params=actor, critic_params=critic), anchors, far)
     assert set(at_star) == set(DIAGNOSTICS)
-    for k in ("far_kl", "far_value_gap", "actor_trunk_dist", "actor_far_head_dist",
-              "critic_trunk_dist", "critic_far_head_dist"):  # fmt: skip
+    for k in (
+        "far_kl",
+        "far_value_gap",
+        "actor_trunk_dist",
+        "actor_far_head_dist",
+        "critic_trunk_dist",
+        "critic_far_head_dist",
+    ):
         assert abs(float(at_star[k])) < 1e-5, k
     np.testing.assert_allclose(at_star["far_logp"], at_star["far_logp_star"], rtol=1e-6)
     # Move the Close heads (rows 0, 1) only: nothing on the Far states changes.
@@ -78,8 +88,9 @@ def test_sac_diagnostics_at_theta_star_and_after_perturbations():
 
 
 def test_ppo_diagnostics_kl_and_exact_log_likelihood():
-    config = PPOConfig(obs_dim=5, num_actions=4, num_heads=2, hidden_sizes=(8,),
-                       head_mode="per_stage")  # fmt: skip
+    config = PPOConfig(
+        obs_dim=5, num_actions=4, num_heads=2, hidden_sizes=(8,), head_mode="per_stage"
+    )
     nets = make_ppo_networks(config)
     actor, critic = nets.init(jax.random.key(0))
     obs = jax.random.normal(jax.random.key(1), (40, 5))
@@ -93,8 +104,9 @@ def test_ppo_diagnostics_kl_and_exact_log_likelihood():
     np.testing.assert_allclose(d0["far_logp"], -jnp.mean(ent), rtol=1e-5)
     leaves, tree = jax.tree.flatten(actor)
     keys = jax.random.split(jax.random.key(7), len(leaves))
-    other = jax.tree.unflatten(tree, [x + jax.random.normal(k, x.shape)
-                                      for x, k in zip(leaves, keys, strict=True)])  # fmt: skip
+    other = jax.tree.unflatten(
+        tree, [x + jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
     d1 = diagnose(_Run(actor_params=other, critic_params=critic), anchors, far)
     # KL(pi* || pi) = cross-entropy - entropy, i.e. far_logp_star - far_logp
     np.testing.assert_allclose(d1["far_kl"], d1["far_logp_star"] - d1["far_logp"], rtol=1e-4)

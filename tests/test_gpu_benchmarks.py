@@ -54,9 +54,11 @@ def test_contact_counts_splits_the_shared_warp_buffer():
     bench = _bench()
     world = jnp.array([0, 2, 2, 1, 2, 0, 0, 0], jnp.int32)  # 5 live contacts, then stale slots
     warp = SimpleNamespace(
-        nacon=jnp.array([5]), contact__worldid=world, nefc=jnp.array([4, 9, 16]),
+        nacon=jnp.array([5]),
+        contact__worldid=world,
+        nefc=jnp.array([4, 9, 16]),
         overflow=jnp.array([0, 512, 1]),
-    )  # fmt: skip
+    )
     c = bench.contact_counts(SimpleNamespace(_impl=warp), 3)
     np.testing.assert_array_equal(c["per_lane"], [1, 1, 3])
     assert int(c["total"]) == 5
@@ -71,8 +73,13 @@ def test_sizing_takes_the_peak_over_tasks_with_headroom():
     bench = _bench()
 
     def row(task, contacts, nefc, overflow=()):
-        return {"impl": "warp", "task": task, "contacts_per_lane": {"max": contacts},
-                "nefc_per_lane": {"max": nefc}, "overflow": list(overflow)}  # fmt: skip
+        return {
+            "impl": "warp",
+            "task": task,
+            "contacts_per_lane": {"max": contacts},
+            "nefc_per_lane": {"max": nefc},
+            "overflow": list(overflow),
+        }
 
     s = bench.sizing([row("push-v3", 6, 40), row("hammer-v3", 11, 70, ["ITERATIONS"])])["warp"]
     assert s["peak_contacts_per_lane"] == 11 and s["peak_nefc_per_lane"] == 70
@@ -109,12 +116,20 @@ def _wheelhouse(root: Path, so: bytes) -> None:
 
 
 def _session(mode: str, tmp_path: Path, wheelhouse: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PY": sys.executable, "WHEELHOUSE": str(wheelhouse),
-           "SITE": str(tmp_path / "site"), "OUT": str(tmp_path / "out")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "WHEELHOUSE": str(wheelhouse),
+        "SITE": str(tmp_path / "site"),
+        "OUT": str(tmp_path / "out"),
+    }
     return subprocess.run(
         ["bash", str(ROOT / "benchmarks/gpu_session.sh"), mode],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_gpu_session_assembles_warp_from_the_two_parts(tmp_path):

@@ -175,8 +175,9 @@ def test_vector_env_equals_single_envs_sync_and_workers():
     ]
     ref_obs = np.stack([e.reset() for e in singles])
     vec_sync = mw.MetaWorldSequenceVec(tasks, num_envs, seed=4, T=horizon)
-    env, _ = make("metaworld/robotic_sequence", tasks=tasks, T=horizon, num_envs=num_envs,
-                  seed=4, workers=2)  # fmt: skip
+    env, _ = make(
+        "metaworld/robotic_sequence", tasks=tasks, T=horizon, num_envs=num_envs, seed=4, workers=2
+    )
     assert isinstance(env, mw.MetaWorldSequenceVec)
     with env as vec_par:
         np.testing.assert_array_equal(vec_sync.reset(), ref_obs)

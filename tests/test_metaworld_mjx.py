@@ -169,8 +169,9 @@ def test_vmapped_select_equals_unbatched_switch():
     vstep = jax.jit(jax.vmap(venv.step))
     v_out = [vobs]
     for t in range(steps):
-        vobs, vstate, vr, *_ = vstep(jax.vmap(jax.random.fold_in, (0, None))(keys, t), vstate,
-                                     actions[t], lane_params)  # fmt: skip
+        vobs, vstate, vr, *_ = vstep(
+            jax.vmap(jax.random.fold_in, (0, None))(keys, t), vstate, actions[t], lane_params
+        )
         v_out.append(jnp.concatenate([vobs, vr[:, None]], axis=1))
     for k in range(len(TASKS)):
         p = single_stage_params(params, k)

@@ -129,7 +129,8 @@ def test_checkpoint_for_other_tasks_is_refused(smoke, tmp_path, capsys):
     meta["tasks"] = meta["tasks"][::-1]
     (other / "meta.json").write_text(json.dumps(meta))
     integrity.write_checksums(other)  # a consistent checkpoint, only of other tasks
-    rc = cli.main(["finetune", "--config", SMOKE, "--out", str(tmp_path / "o"),
-                   "--checkpoint", str(other)])  # fmt: skip
+    rc = cli.main(
+        ["finetune", "--config", SMOKE, "--out", str(tmp_path / "o"), "--checkpoint", str(other)]
+    )
     assert rc == 2
     assert "pre-trained on the tasks" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The host-env PPO study on the real Montezuma's Revenge (fpc_jax/experiments/host_ppo.py)."""
+"""The host-env PPO study on the real Montezuma's Revenge (fpc_jax/experiments/montezuma_study.py,
+on the host_ppo engine)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from fpc_jax import cli
 from fpc_jax.agents.ppo.update import PPOHyper, init_train_state, stack_runs
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import host_ppo, study_report
+from fpc_jax.experiments import montezuma_study as mzs
+from fpc_jax.experiments.checkpoint import CheckpointError
 
 SMOKE = "configs/montezuma/smoke.yaml"
 
@@ -34,13 +37,13 @@ def test_smoke_pretrain_finetune_end_to_end(tmp_path):
         for c in study_report.SUCCESS_COLUMNS:
             assert 0.0 <= float(r[c]) <= 1.0
     curves = np.load(out / "finetune_curves.npz")
-    assert curves["eval__stage_success"].shape == (2, 2, len(host_ppo.ROUTE))
+    assert curves["eval__stage_success"].shape == (2, 2, len(mzs.ROUTE))
     assert (out / "fig_stages.png").is_file()
 
 
 def test_vmapped_policy_step_equals_per_run():
-    cfg = cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE)
-    config = host_ppo.network(cfg)
+    cfg = cfglib.load(mzs.MontezumaStudyConfig, SMOKE)
+    config = mzs.network(cfg)
     act, _ = host_ppo.make_learner(config, 1, 2, True)
     states = [init_train_state(config, PPOHyper.create(), jax.random.key(i)) for i in range(3)]
     obs = np.random.default_rng(0).random((3, 5, config.obs_dim), dtype=np.float32)
@@ -58,13 +61,13 @@ def test_vmapped_policy_step_equals_per_run():
 
 def test_bad_input_clear_errors(tmp_path):
     with pytest.raises(cfglib.ConfigError, match="unknown Montezuma room 'room12'"):
-        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"pretrain_starts": ["room12"]})
+        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"pretrain_starts": ["room12"]})
     with pytest.raises(cfglib.ConfigError, match="asset incomplete"):
-        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"asset": str(tmp_path)})
+        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"asset": str(tmp_path)})
     with pytest.raises(cfglib.ConfigError, match="replay buffer"):
-        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"methods": ["ft", "em"]})
+        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"methods": ["ft", "em"]})
     with pytest.raises(cfglib.ConfigError, match="rnd"):
-        cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE, {"rnd": True})
-    cfg = cfglib.load(host_ppo.MontezumaStudyConfig, SMOKE)
-    with pytest.raises(host_ppo.CheckpointError, match="no pre-trained policy"):
-        host_ppo.finetune(dataclasses.replace(cfg, checkpoint=str(tmp_path / "none")), tmp_path)
+        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"rnd": True})
+    cfg = cfglib.load(mzs.MontezumaStudyConfig, SMOKE)
+    with pytest.raises(CheckpointError, match="no pre-trained policy"):
+        mzs.finetune(dataclasses.replace(cfg, checkpoint=str(tmp_path / "none")), tmp_path)

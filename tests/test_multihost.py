@@ -23,15 +23,36 @@ ROOT = Path(__file__).resolve().parents[1]
 # compile time of the 2 + 1 processes small.
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FINETUNE = [
-    "finetune", "--config", "configs/toy/point_sequence.yaml", "--methods", "ft,bc", "--seeds",
-    "2", "steps_per_chunk=200", "finetune_steps=400", "checkpoint_every=1", "eval_episodes=2",
-    "bc_states=256", "em_transitions=256", "fisher_states=64", "buffer_capacity=2000",
-    "update_after=100", "batch_size=32",
-]  # fmt: skip
+    "finetune",
+    "--config",
+    "configs/toy/point_sequence.yaml",
+    "--methods",
+    "ft,bc",
+    "--seeds",
+    "2",
+    "steps_per_chunk=200",
+    "finetune_steps=400",
+    "checkpoint_every=1",
+    "eval_episodes=2",
+    "bc_states=256",
+    "em_transitions=256",
+    "fisher_states=64",
+    "buffer_capacity=2000",
+    "update_after=100",
+    "batch_size=32",
+]
 APPLE = [
-    "apple", "--config", "configs/apple/fig3a.yaml", "--seeds", "2", "M=[5,10]",
-    "pretrain_updates=20", "finetune_updates=20", "eval_interval=5", "early_updates=5",
-]  # fmt: skip
+    "apple",
+    "--config",
+    "configs/apple/fig3a.yaml",
+    "--seeds",
+    "2",
+    "M=[5,10]",
+    "pretrain_updates=20",
+    "finetune_updates=20",
+    "eval_interval=5",
+    "early_updates=5",
+]
 
 # Runs fpc-jax's main; on a process other than 0 it first records, through an audit hook, every
 # write under the output directory except its shards of the run-state checkpoint being written.
@@ -81,9 +102,13 @@ def _env(devices: int, process: int | None = None, port: int = 0, **extra: str) 
     flags = f"--xla_force_host_platform_device_count={devices} {FAST_XLA}"
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", XLA_FLAGS=flags)
     if process is not None:
-        env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(process), FPC_JAX_HEARTBEAT_TIMEOUT_S="10",
-                   FPC_JAX_INIT_TIMEOUT_S="60")  # fmt: skip
+        env.update(
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(process),
+            FPC_JAX_HEARTBEAT_TIMEOUT_S="10",
+            FPC_JAX_INIT_TIMEOUT_S="60",
+        )
     env.update(extra)
     return env
 
@@ -105,8 +130,10 @@ def _pair(args: list[str], out: Path, tmp: Path, outs: tuple[Path, Path] | None 
     writes = tmp / "writes_by_process_1.txt"
     writes.write_text("")
     logs = [tmp / f"process{i}.log" for i in range(2)]
-    procs = [_start(args, outs[i], _env(2, i, port, FPC_TEST_WRITES=str(writes)), logs[i])
-             for i in range(2)]  # fmt: skip
+    procs = [
+        _start(args, outs[i], _env(2, i, port, FPC_TEST_WRITES=str(writes)), logs[i])
+        for i in range(2)
+    ]
     return procs, logs, writes
 
 

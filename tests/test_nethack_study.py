@@ -12,7 +12,7 @@ pytest.importorskip("nle")
 
 from fpc_jax import cli
 from fpc_jax.envs import nle_nethack as nh
-from fpc_jax.envs.nle_bot import PrefixSet
+from fpc_jax.envs.nle_prefixes import PrefixSet
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import nethack_report, nethack_study, study_report
 from fpc_jax.experiments.checkpoint import CheckpointError
@@ -71,8 +71,9 @@ def test_discounted_returns_stop_at_episode_ends():
 def test_evaluation_counts_depth_and_score_per_episode():
     """A policy that only searches never leaves its level: Close and Far success are 0, every
     Far episode ends on the Dlvl it started on, and the stage axis is (dlvl1, dlvl2)."""
-    cfg = dataclasses.replace(cfglib.load(nethack_study.NetHackStudyConfig, SMOKE),
-                              eval_max_steps=20, eval_episodes=2)  # fmt: skip
+    cfg = dataclasses.replace(
+        cfglib.load(nethack_study.NetHackStudyConfig, SMOKE), eval_max_steps=20, eval_episodes=2
+    )
     game = nethack_study.NetHackGame(cfg.far_depth)
     search = lambda obs, key: np.full(obs.shape[:2], nh.SEARCH)  # noqa: E731
     ev = game.evaluate(cfg, search, 3, __import__("jax").random.key(0))

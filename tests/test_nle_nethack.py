@@ -9,13 +9,9 @@ pytest.importorskip("nle")
 from nle import nethack
 
 from fpc_jax.envs import nle_nethack as nh
-from fpc_jax.envs.nle_bot import (
-    NetHackBot,
-    PrefixSet,
-    bot_dataset,
-    play_bot,
-    screen_hash,
-)
+from fpc_jax.envs.nle_bot import NetHackBot, bot_dataset, play_bot
+from fpc_jax.envs.nle_prefixes import PrefixSet, screen_hash
+from fpc_jax.envs.nle_vec import NetHackVec, make_nethack
 
 SEED = (1, 1_000_001)  # the packaged asset's entry 0: the bot is first on Dlvl 2 after 129 actions
 
@@ -113,14 +109,14 @@ def test_eat_macro_eats_from_the_inventory(game):
 
 
 def test_vec_auto_reset_far_start_and_workers():
-    with nh.NetHackVec(nh.NetHackConfig(max_steps=5), num_envs=2, seed=3) as vec:
+    with NetHackVec(nh.NetHackConfig(max_steps=5), num_envs=2, seed=3) as vec:
         vec.reset()
         for _ in range(5):
             obs, _, term, trunc, info = vec.step(np.full(2, nh.SEARCH))
         assert trunc.all() and not term.any()
         assert not np.array_equal(obs["stats"], info["final_obs"]["stats"])  # turn 1 again
     cfg = nh.NetHackConfig(start="far", far_depth=3, obs_mode="flat")
-    with nh.NetHackVec(cfg, num_envs=2, seed=0) as a, nh.NetHackVec(cfg, 2, 0, workers=2) as b:
+    with NetHackVec(cfg, num_envs=2, seed=0) as a, NetHackVec(cfg, 2, 0, workers=2) as b:
         assert np.array_equal(a.reset(), b.reset())
         for t in range(30):
             act = np.array([t % 8, nh.SEARCH])
@@ -144,17 +140,17 @@ def test_bot_dataset_is_in_the_reduced_action_space():
 
 def test_bad_input_raises_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"not supported.*mon-hum-neu-mal"):
-        nh.make_nethack(character="val-dwa-law-fem")
+        make_nethack(character="val-dwa-law-fem")
     with pytest.raises(ValueError, match="unknown NetHack option"):
-        nh.make_nethack(actions="full")
+        make_nethack(actions="full")
     with pytest.raises(ValueError, match="far_depth must be"):
         nh.NetHackConfig(far_depth=1)
     with pytest.raises(ValueError, match="crop must be"):
         nh.NetHackConfig(crop=8)
     with pytest.raises(FileNotFoundError, match="build_nethack_prefixes"):
-        nh.NetHackVec(nh.NetHackConfig(start="far", prefixes=str(tmp_path)))
+        NetHackVec(nh.NetHackConfig(start="far", prefixes=str(tmp_path)))
     with pytest.raises(ValueError, match="no stored prefix reaches Dlvl 9"):
-        nh.NetHackVec(nh.NetHackConfig(start="far", far_depth=9))
+        NetHackVec(nh.NetHackConfig(start="far", far_depth=9))
     g = nh.NetHackGame()
     try:
         with pytest.raises(RuntimeError, match="call reset"):
@@ -164,5 +160,5 @@ def test_bad_input_raises_clearly(tmp_path):
             g.step(nh.NUM_ACTIONS)
     finally:
         g.close()
-    with nh.NetHackVec(nh.NetHackConfig()) as vec, pytest.raises(ValueError, match="actions must"):
+    with NetHackVec(nh.NetHackConfig()) as vec, pytest.raises(ValueError, match="actions must"):
         vec.step(np.array([0, 1]))

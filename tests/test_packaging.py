@@ -28,8 +28,10 @@ def wheel(tmp_path_factory) -> Path:
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-z", "-co", "--exclude-standard"],
-            cwd=ROOT, capture_output=True, check=True,
-        ).stdout.decode()  # fmt: skip
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
@@ -39,8 +41,10 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, src / name)
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(src), "-w", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0 and any(s in done.stdout + done.stderr for s in OFFLINE):
         pytest.skip("no package index for the build requirements (offline)")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -86,16 +90,37 @@ def test_installed_wheel_runs_a_packaged_config_from_another_directory(wheel, tm
     work.mkdir()
     where = subprocess.run(
         [py, "-c", "import fpc_jax; print(fpc_jax.__file__)"],
-        cwd=work, env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not this checkout
     run = subprocess.run(
-        [exe, "apple", "--config", "configs/apple/fig3a.yaml", "--seeds", "1", "--out", "out",
-         "M=[5]", "T=20", "pretrain_updates=2", "finetune_updates=2", "eval_interval=1",
-         "early_updates=1", "episodes_per_update=1"],
-        cwd=work, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+        [
+            exe,
+            "apple",
+            "--config",
+            "configs/apple/fig3a.yaml",
+            "--seeds",
+            "1",
+            "--out",
+            "out",
+            "M=[5]",
+            "T=20",
+            "pretrain_updates=2",
+            "finetune_updates=2",
+            "eval_interval=1",
+            "early_updates=1",
+            "episodes_per_update=1",
+        ],
+        cwd=work,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
         timeout=900,
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(work / "out" / "summary.csv") as f:
         rows = list(csv.DictReader(f))

@@ -18,10 +18,21 @@ QUIET = {"log": lambda *_: None}
 
 def tiny(**kw):
     base = dict(
-        hidden_sizes=[16], num_envs=4, num_steps=16, epochs=1, minibatches=2,
-        steps_per_chunk=128, eval_episodes=2, pretrain_steps=256, finetune_steps=256,
-        methods=["ft", "bc", "ks", "ewc", "scratch"], seeds=1, bc_states=64, fisher_states=32, T=20,
-    )  # fmt: skip
+        hidden_sizes=[16],
+        num_envs=4,
+        num_steps=16,
+        epochs=1,
+        minibatches=2,
+        steps_per_chunk=128,
+        eval_episodes=2,
+        pretrain_steps=256,
+        finetune_steps=256,
+        methods=["ft", "bc", "ks", "ewc", "scratch"],
+        seeds=1,
+        bc_states=64,
+        fisher_states=32,
+        T=20,
+    )
     return cfglib.build(ppo_study.PPOStudyConfig, {**base, **kw})
 
 
@@ -42,8 +53,13 @@ def test_finetune_writes_the_shared_summary_and_resumes_identically(pretrained, 
     rows = _rows(full / "summary.csv")
     assert [r["method"] for r in rows] == ["ft", "bc", "ks", "ewc", "scratch"]
     assert list(rows[0]) == SUMMARY_COLUMNS
-    for name in ("fig_stages.png", "fig_sequence.png", "fig_diagnostics.png", "run_info.json",
-                 "finetune_curves.npz"):  # fmt: skip
+    for name in (
+        "fig_stages.png",
+        "fig_sequence.png",
+        "fig_diagnostics.png",
+        "run_info.json",
+        "finetune_curves.npz",
+    ):
         assert (full / name).is_file()
     curves = np.load(full / "finetune_curves.npz")
     np.testing.assert_allclose(curves["diag/far_kl"][0, :4], 0.0, atol=1e-5)  # theta*, not scratch
@@ -87,9 +103,22 @@ def test_ppo_presets_are_the_papers_nethack_values():
 def test_cli_finetune_from_the_packaged_asset(tmp_path):
     from fpc_jax import cli
 
-    args = ["finetune", "--config", "configs/key_door/main.yaml", "--out", str(tmp_path),
-            "--seeds", "1", "--methods", "ft,bc", "finetune_steps=1024", "steps_per_chunk=1024",
-            "eval_episodes=2", "bc_states=64", "fisher_states=32"]  # fmt: skip
+    args = [
+        "finetune",
+        "--config",
+        "configs/key_door/main.yaml",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "1",
+        "--methods",
+        "ft,bc",
+        "finetune_steps=1024",
+        "steps_per_chunk=1024",
+        "eval_episodes=2",
+        "bc_states=64",
+        "fisher_states=32",
+    ]
     assert cli.main(args) == 0
     rows = _rows(tmp_path / "summary.csv")
     assert [r["method"] for r in rows] == ["ft", "bc"]

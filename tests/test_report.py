@@ -64,10 +64,13 @@ def _study_dir(path: Path, method_seeds, value: float, steps: int, base_seed: in
     (path / "run_info.json").write_text(json.dumps({"labels": labels, "env_steps_per_run": steps}))
     (path / "config.yaml").write_text(f"name: t\nseed: {base_seed}\nsteps_per_chunk: 100\n")
     evals, n = steps // 100 + 1, len(labels)
-    np.savez(path / "finetune_curves.npz", **{
-        "eval/stage_success": np.full((evals, n, 3), value),
-        "eval/all_solved": np.full((evals, n), value),
-    })  # fmt: skip
+    np.savez(
+        path / "finetune_curves.npz",
+        **{
+            "eval/stage_success": np.full((evals, n, 3), value),
+            "eval/all_solved": np.full((evals, n), value),
+        },
+    )
     return path
 
 
@@ -77,8 +80,13 @@ def test_merge_union_of_seeds_and_duplicates(tmp_path):
     c = _study_dir(tmp_path / "c", [("ft", 0)], 0.5, steps=400, base_seed=1)  # another base seed
     study = report.merge([a, b, c])
     got = {(r.method, r.base, r.seed): r.row["far_success_min"] for r in study.runs}
-    assert got == {("ft", 0, 0): 0.2, ("ft", 0, 1): 0.8, ("ft", 0, 2): 0.8, ("bc", 0, 0): 0.2,
-                   ("ft", 1, 0): 0.5}  # fmt: skip
+    assert got == {
+        ("ft", 0, 0): 0.2,
+        ("ft", 0, 1): 0.8,
+        ("ft", 0, 2): 0.8,
+        ("bc", 0, 0): 0.2,
+        ("ft", 1, 0): 0.5,
+    }
     assert study.methods == ["ft", "bc"]
     assert len(study.notes) == 1 and "ft seed 1" in study.notes[0]
     assert "more env steps" in study.notes[0] and str(b) in study.notes[0].split("dropped")[0]
@@ -96,8 +104,12 @@ def test_report_writes_curves_for_merged_dirs(tmp_path):
     a = _study_dir(tmp_path / "a", [("ft", 0), ("bc", 0)], 0.2, steps=400)
     b = _study_dir(tmp_path / "b", [("ft", 1), ("bc", 1)], 0.8, steps=800)
     out = report.report([a, b], tmp_path / "out", reps=100, log=lambda s: None)
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.csv", "fig_bars.png",
-                                               "fig_curves.png"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {
+        "report.md",
+        "report.csv",
+        "fig_bars.png",
+        "fig_curves.png",
+    }
     assert "curves cut at 400 env steps" in (out / "report.md").read_text()
 
 

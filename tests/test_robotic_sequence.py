@@ -26,8 +26,10 @@ def test_config_validation():
         cfg = cfglib.load(rs.RoboticSequenceConfig, f"configs/robotic_sequence/prefix{length}.yaml")
         assert len(cfg.tasks) == length + 2 and cfg.far_stages == (length, length + 1)
     main = cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/main.yaml")
-    assert main.tasks == cfglib.load(rs.RoboticSequenceConfig,
-                                     "configs/robotic_sequence/prefix2.yaml").tasks  # fmt: skip
+    assert (
+        main.tasks
+        == cfglib.load(rs.RoboticSequenceConfig, "configs/robotic_sequence/prefix2.yaml").tasks
+    )
 
 
 def test_remap_heads_moves_far_heads_and_keeps_trunk():
@@ -95,8 +97,19 @@ def test_sweep_smoke(tmp_path):
     from fpc_jax import cli
 
     # the one finetune command runs the CPU backend for configs/robotic_sequence (issue 14)
-    assert cli.main(["finetune", "--config", "configs/robotic_sequence/smoke.yaml",
-                     "--out", str(tmp_path), "min_pretrain_success=1.0"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "finetune",
+                "--config",
+                "configs/robotic_sequence/smoke.yaml",
+                "--out",
+                str(tmp_path),
+                "min_pretrain_success=1.0",
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in rows] == [("ft", "0"), ("bc", "0")]
@@ -143,9 +156,14 @@ def test_ewc_fisher_states_come_from_every_far_task(monkeypatch):
 
     n, obs_dim = 400, 39
     stage = np.repeat([2, 3], n // 2).astype(np.int32)
-    data = Batch(obs=jnp.zeros((n, obs_dim)), action=jnp.zeros((n, 4)), reward=jnp.zeros(n),
-                 next_obs=jnp.zeros((n, obs_dim)), discount_mask=jnp.ones(n),
-                 stage=jnp.asarray(stage))  # fmt: skip
+    data = Batch(
+        obs=jnp.zeros((n, obs_dim)),
+        action=jnp.zeros((n, 4)),
+        reward=jnp.zeros(n),
+        next_obs=jnp.zeros((n, obs_dim)),
+        discount_mask=jnp.ones(n),
+        stage=jnp.asarray(stage),
+    )
     seen = {}
 
     def anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage, fisher_mean):
@@ -155,9 +173,17 @@ def test_ewc_fisher_states_come_from_every_far_task(monkeypatch):
 
     monkeypatch.setattr(rs, "collect_far_data", lambda *a, **k: data)
     monkeypatch.setattr(rs, "make_anchors", anchors)
-    cfg = cfglib.build(rs.RoboticSequenceConfig, {"bc_states": 200, "em_transitions": 200,
-                                                  "fisher_states": 64, "methods": ["ewc"],
-                                                  "seeds": 1, "buffer_capacity": 1000})  # fmt: skip
+    cfg = cfglib.build(
+        rs.RoboticSequenceConfig,
+        {
+            "bc_states": 200,
+            "em_transitions": 200,
+            "fisher_states": 64,
+            "methods": ["ewc"],
+            "seeds": 1,
+            "buffer_capacity": 1000,
+        },
+    )
     rs.setup_runs(cfg, log=lambda *_: None)
     got = seen["fisher"]
     assert seen["fisher_mean"] == "squashed"  # CW's default reaches the sweep's anchors
@@ -174,15 +200,36 @@ def test_host_loop_scratch_runs_act_at_random_first():
 
     from fpc_jax.experiments.host_loop import HostLoop
 
-    cfg = cfglib.build(rs.RoboticSequenceConfig, {
-        "bc_states": 100, "em_transitions": 100, "fisher_states": 32, "methods": ["ft", "scratch"],
-        "seeds": 1, "buffer_capacity": 1000, "scratch_start_steps": 50, "update_after": 10_000,
-    })  # fmt: skip
+    cfg = cfglib.build(
+        rs.RoboticSequenceConfig,
+        {
+            "bc_states": 100,
+            "em_transitions": 100,
+            "fisher_states": 32,
+            "methods": ["ft", "scratch"],
+            "seeds": 1,
+            "buffer_capacity": 1000,
+            "scratch_start_steps": 50,
+            "update_after": 10_000,
+        },
+    )
     r = rs.setup_runs(cfg, log=lambda *_: None)
     assert r.random_steps.tolist() == [0, 50]
     assert np.asarray(r.buf.ring_limit).tolist() == [1000, 1000]
-    loop = HostLoop(cfg, r.config, r.seq, r.acting, r.sac, r.buf, r.anchors, r.coefs, r.hyp,
-                    r.key, r.runs, random_steps=r.random_steps)  # fmt: skip
+    loop = HostLoop(
+        cfg,
+        r.config,
+        r.seq,
+        r.acting,
+        r.sac,
+        r.buf,
+        r.anchors,
+        r.coefs,
+        r.hyp,
+        r.key,
+        r.runs,
+        random_steps=r.random_steps,
+    )
     loop.acting = SimpleNamespace(sample=lambda p, o, st, k: np.zeros((*o.shape[:2], rs.ACT_DIM)))
     try:
         loop.burst()  # 50 env steps per run

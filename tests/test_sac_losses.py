@@ -152,9 +152,14 @@ def test_retention_terms_enter_the_losses_with_their_coefficients():
     critic_loss, actor_loss, _ = make_losses(CONFIG)
     log_alpha, key = jnp.zeros(3), jax.random.PRNGKey(7)
     coefs = RetentionCoefs.create(
-        l2_actor=2.0, ewc_actor=3.0, bc_actor=5.0, ks_actor=7.0, l2_critic=1.5, ewc_critic=0.5,
+        l2_actor=2.0,
+        ewc_actor=3.0,
+        bc_actor=5.0,
+        ks_actor=7.0,
+        l2_critic=1.5,
+        ewc_critic=0.5,
         bc_critic=0.25,
-    )  # fmt: skip
+    )
     args = (log_alpha, batch, bc, anchors)
     loss, m = jax.jit(actor_loss)(actor_params, critic_params, *args, coefs, key)
     for name in ("actor/l2", "actor/ewc", "actor/bc", "actor/ks"):

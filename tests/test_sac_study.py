@@ -16,12 +16,26 @@ from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import sac_study, study_config, study_report
 
 TINY = {
-    "name": "tiny", "hidden_sizes": [16, 16], "batch_size": 32, "T": 30, "update_every": 25,
-    "update_after": 100, "buffer_capacity": 2000, "eval_episodes": 2, "steps_per_chunk": 100,
-    "pretrain_steps": 200, "pretrain_start_steps": 100, "finetune_steps": 200, "seeds": 2,
-    "methods": ["ft", "ewc", "bc", "em", "scratch"], "bc_states": 64, "em_transitions": 64,
-    "fisher_states": 32, "em_buffer_capacity": 2000, "scratch_start_steps": 100,
-}  # fmt: skip
+    "name": "tiny",
+    "hidden_sizes": [16, 16],
+    "batch_size": 32,
+    "T": 30,
+    "update_every": 25,
+    "update_after": 100,
+    "buffer_capacity": 2000,
+    "eval_episodes": 2,
+    "steps_per_chunk": 100,
+    "pretrain_steps": 200,
+    "pretrain_start_steps": 100,
+    "finetune_steps": 200,
+    "seeds": 2,
+    "methods": ["ft", "ewc", "bc", "em", "scratch"],
+    "bc_states": 64,
+    "em_transitions": 64,
+    "fisher_states": 32,
+    "em_buffer_capacity": 2000,
+    "scratch_start_steps": 100,
+}
 
 
 def tiny(**kw):
@@ -115,30 +129,36 @@ def test_resume_gives_identical_results(pretrained, finetuned, tmp_path):
 
 def test_a_finished_run_extends_to_more_steps(pretrained, finetuned, tmp_path):
     """finetune_steps may grow on resume: 1 chunk, then 2, equals 2 chunks in one go."""
-    sac_study.finetune(tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path,
-                       log=lambda *_: None)  # fmt: skip
+    sac_study.finetune(
+        tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path, log=lambda *_: None
+    )
     sac_study.finetune(tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None)
     assert (tmp_path / "summary.csv").read_text() == (finetuned / "summary.csv").read_text()
     with pytest.raises(ckpt.CheckpointError, match="more than the 1 asked"):
-        sac_study.finetune(tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path,
-                           log=lambda *_: None)  # fmt: skip
+        sac_study.finetune(
+            tiny(checkpoint=str(pretrained), finetune_steps=100), tmp_path, log=lambda *_: None
+        )
 
 
 def test_resume_refuses_other_config(pretrained, tmp_path):
-    sac_study.finetune(tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None,
-                       stop_after=1)  # fmt: skip
+    sac_study.finetune(
+        tiny(checkpoint=str(pretrained)), tmp_path, log=lambda *_: None, stop_after=1
+    )
     with pytest.raises(ckpt.CheckpointError, match=r"configuration \(differs in \['lr'\]"):
-        sac_study.finetune(tiny(checkpoint=str(pretrained), lr=5e-4), tmp_path,
-                           log=lambda *_: None)  # fmt: skip
+        sac_study.finetune(tiny(checkpoint=str(pretrained), lr=5e-4), tmp_path, log=lambda *_: None)
 
 
 def test_missing_and_mismatched_checkpoint(pretrained, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=r"missing meta\.json"):
-        sac_study.finetune(tiny(checkpoint=str(tmp_path / "nope")), tmp_path / "o",
-                           log=lambda *_: None)  # fmt: skip
+        sac_study.finetune(
+            tiny(checkpoint=str(tmp_path / "nope")), tmp_path / "o", log=lambda *_: None
+        )
     with pytest.raises(ckpt.CheckpointError, match="hidden_sizes"):
-        sac_study.finetune(tiny(checkpoint=str(pretrained), hidden_sizes=[32, 32]),
-                           tmp_path / "o2", log=lambda *_: None)  # fmt: skip
+        sac_study.finetune(
+            tiny(checkpoint=str(pretrained), hidden_sizes=[32, 32]),
+            tmp_path / "o2",
+            log=lambda *_: None,
+        )
 
 
 def test_bad_config_errors():
@@ -170,8 +190,11 @@ def test_sharded_equals_single_device(pretrained, finetuned, tmp_path):
         cfg = cfglib.build(study_config.SACStudyConfig, {{**TINY, "checkpoint": ckpt}})
         sac_study.finetune(cfg, {str(tmp_path)!r}, log=lambda *_: None)
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5",
-           "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=5",
+        "JAX_PLATFORMS": "cpu",
+    }
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=root)
     info = (tmp_path / "run_info.json").read_text()
@@ -236,22 +259,42 @@ def test_scratch_starts_with_random_actions_and_em_keeps_its_own_replay_size():
     state = agent.init_state(config, hyper, jax.random.key(0))
     head = state.actor_params["head"]  # pi: mean 0, std e^-20 on every state, so a = 0
     bias = jnp.concatenate([jnp.zeros(config.act_dim), jnp.full(config.act_dim, -20.0)])
-    actor = {**state.actor_params, "head": {"kernel": jnp.zeros_like(head["kernel"]),
-                                            "bias": jnp.tile(bias, config.num_heads)}}  # fmt: skip
+    actor = {
+        **state.actor_params,
+        "head": {
+            "kernel": jnp.zeros_like(head["kernel"]),
+            "bias": jnp.tile(bias, config.num_heads),
+        },
+    }
     state = state.replace(actor_params=actor)
     pool = jnp.asarray(env.far_stages, jnp.int32)
     runs = []
     for method, rand, ring in (("scratch", 100, 2000), ("ft", 0, 2000), ("em", 0, 1000 - 64)):
-        run = agent.init_run(env, static, state, params, pool, jax.random.key(1), cfg=cfg,
-                             method=method)  # fmt: skip
+        run = agent.init_run(
+            env, static, state, params, pool, jax.random.key(1), cfg=cfg, method=method
+        )
         assert (int(run.random_steps), int(run.buffer.ring_limit)) == (rand, ring), method
         runs.append(run)
     chunk, _ = make_train_chunk(env, static, config)
-    run, _ = jax.jit(chunk)(runs[0], jnp.int32(0), agent.null_anchors(config, state),
-                            RetentionCoefs.create(), hyper, params, pool)  # fmt: skip
+    run, _ = jax.jit(chunk)(
+        runs[0],
+        jnp.int32(0),
+        agent.null_anchors(config, state),
+        RetentionCoefs.create(),
+        hyper,
+        params,
+        pool,
+    )
     scratch_actions = np.asarray(run.buffer.data.action[64 : 64 + 100])
-    run, _ = jax.jit(chunk)(runs[1], jnp.int32(0), agent.null_anchors(config, state),
-                            RetentionCoefs.create(), hyper, params, pool)  # fmt: skip
+    run, _ = jax.jit(chunk)(
+        runs[1],
+        jnp.int32(0),
+        agent.null_anchors(config, state),
+        RetentionCoefs.create(),
+        hyper,
+        params,
+        pool,
+    )
     ft_actions = np.asarray(run.buffer.data.action[64 : 64 + 100])
     assert np.abs(ft_actions).max() < 1e-6  # pi*'s own (here: zero) actions
     assert np.abs(scratch_actions).max() > 0.5 and np.abs(scratch_actions).mean() > 0.3

@@ -105,8 +105,10 @@ def test_ft_ignores_anchors_and_lr_is_live():
     s_holder, _ = update(*args, holder, coefs[0], HYPER, keys[0])
     _assert_trees_close(s_real, s_holder, rtol=1e-6, atol=1e-7)
     s_bc, _ = update(*args, anchors[2], coefs[1], HYPER, keys[0])
-    assert not np.allclose(s_bc.actor_params["trunk"]["dense_0"]["kernel"],
-                           s_real.actor_params["trunk"]["dense_0"]["kernel"])  # fmt: skip
+    assert not np.allclose(
+        s_bc.actor_params["trunk"]["dense_0"]["kernel"],
+        s_real.actor_params["trunk"]["dense_0"]["kernel"],
+    )
     frozen = SACHyper.create(CONFIG.act_dim, lr=1e-30)
     s_frozen, _ = update(*args, anchors[2], coefs[0], frozen, keys[0])
     _assert_trees_close(s_frozen.actor_params, states[0].actor_params, rtol=0, atol=1e-12)

@@ -6,7 +6,7 @@ from fpc_jax.envs import (
     key_door_rooms,  # noqa: F401  (registers "key_door_rooms")
     metaworld_cpu,  # noqa: F401  (registers "metaworld/*", lazy import)
     metaworld_mjx,  # noqa: F401  (registers backend "mjx" of "metaworld/*", lazy import)
-    nle_nethack,  # noqa: F401  (registers "nle/nethack", lazy import)
+    nle_vec,  # noqa: F401  (registers "nle/nethack", lazy import)
     point_sequence,  # noqa: F401  (registers "point_sequence")
 )
 from fpc_jax.envs.registry import make, register, registered

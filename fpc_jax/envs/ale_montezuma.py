@@ -166,9 +166,13 @@ def load_starts(path: str | Path | None = None) -> StartSet:
     starts = {GAME_START: Start(GAME_START, 1, 1, "start", None, None)}
     for row in meta["starts"]:
         starts[row["name"]] = Start(
-            row["name"], row["route_index"], row["ram_room"], row["entrance"],
-            states[row["name"]], frames[row["frame"]],
-        )  # fmt: skip
+            row["name"],
+            row["route_index"],
+            row["ram_room"],
+            row["entrance"],
+            states[row["name"]],
+            frames[row["frame"]],
+        )
     return StartSet(starts, tuple(meta["close"]), tuple(meta["far"]), meta)
 
 
@@ -255,10 +259,22 @@ class MontezumaGame:
 
 
 INFO_KEYS: tuple[str, ...] = (
-    "room", "route_room", "level", "x", "y", "lives", "inventory", "life_lost", "room_changed",
-    "success_room", "episode_visited", "episode_success", "episode_return", "episode_length",
+    "room",
+    "route_room",
+    "level",
+    "x",
+    "y",
+    "lives",
+    "inventory",
+    "life_lost",
+    "room_changed",
+    "success_room",
+    "episode_visited",
+    "episode_success",
+    "episode_return",
+    "episode_length",
     "start",
-)  # fmt: skip
+)
 
 
 class MontezumaEnv:

@@ -27,9 +27,16 @@ SIDES = ("start", "left", "right", "top", "bottom", "other")
 OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "other": "other"}
 
 RAM_FEATURES: tuple[str, ...] = (
-    *(f"room_{r}" for r in range(NUM_ROOMS)), "level", "x", "y", "facing_right",
-    *(f"object_{a}" for a in RAM_OBJECTS), *(f"item_bit_{b}" for b in range(8)), "lives", "dying",
-)  # fmt: skip
+    *(f"room_{r}" for r in range(NUM_ROOMS)),
+    "level",
+    "x",
+    "y",
+    "facing_right",
+    *(f"object_{a}" for a in RAM_OBJECTS),
+    *(f"item_bit_{b}" for b in range(8)),
+    "lives",
+    "dying",
+)
 RAM_SIZE = len(RAM_FEATURES)
 
 

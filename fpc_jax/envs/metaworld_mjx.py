@@ -42,9 +42,19 @@ CPU_FLAG = "--xla_cpu_use_fusion_emitters=false"
 """XLA flag MJX's JAX pipeline needs on CPU with jax >= 0.7 (../shared/MJX_NOTES.md)."""
 
 PHYSICS_FIELDS: tuple[str, ...] = (
-    "time", "qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart",
-    "geom_xpos", "geom_xmat", "cvel", "cdof_dot",
-)  # fmt: skip
+    "time",
+    "qpos",
+    "qvel",
+    "act",
+    "ctrl",
+    "mocap_pos",
+    "mocap_quat",
+    "qacc_warmstart",
+    "geom_xpos",
+    "geom_xmat",
+    "cvel",
+    "cdof_dot",
+)
 """The ``mjx.Data`` fields carried between steps: the MuJoCo state, the poses of world-welded
 geoms (mujoco-warp never recomputes them) and ``cvel`` / ``cdof_dot`` (mujoco-warp's step reads
 them before recomputing them; without them a step differs from the port's by ~1e-6). With these
@@ -158,9 +168,13 @@ def _port_env(task: str, impl: str, naconmax: int, njmax: int) -> tuple[Any, Any
         quiet = opt._impl.replace(warn_overflow=int(opt._impl.warn_overflow) & ~SOLVER_LIMIT_BITS)
         env._mjx_model = env._mjx_model.replace(opt=opt.replace(_impl=quiet))
     data0 = port.make_data(
-        env.mj_model, env.mjx_model, qpos=env._init_qpos, qvel=env._init_qvel,
-        naconmax=naconmax, njmax=njmax,
-    )  # fmt: skip
+        env.mj_model,
+        env.mjx_model,
+        qpos=env._init_qpos,
+        qvel=env._init_qvel,
+        naconmax=naconmax,
+        njmax=njmax,
+    )
     settled, init_tcp = jax.jit(env._settle_hand)(env.mjx_model, data0)
     jax.block_until_ready(settled)
     if impl == "warp":  # overflow bits are sticky: each step starts from the template's zeros
@@ -344,9 +358,13 @@ def make_mjx_sequence(
     if naconmax is None:
         naconmax = max(NACONMAX_MIN, NACONMAX_PER_ENV * int(num_envs))
     subtask = MetaWorldMJXSubTask(
-        config.tasks, config.stage_ids, impl=impl, naconmax=naconmax, njmax=njmax,
+        config.tasks,
+        config.stage_ids,
+        impl=impl,
+        naconmax=naconmax,
+        njmax=njmax,
         dispatch=dispatch,
-    )  # fmt: skip
+    )
     default = config.tasks == metaworld_cpu.DEFAULT_TASKS and config.stage_ids == (0, 1, 2, 3)
     name = "metaworld/robotic_sequence" if len(config.tasks) > 1 else f"metaworld/{config.tasks[0]}"
     env = SequenceEnv(

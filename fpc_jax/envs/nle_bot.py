@@ -1,16 +1,12 @@
-"""A rule-based NetHack bot that descends (explore, fight, eat, pray, take the stairs), its stored
-prefixes for Far starts (``PrefixSet``), and its play as (obs, action) data for behavioural
-cloning. Rules, measurements and deviations from the paper: docs/nethack.md.
+"""A rule-based NetHack bot that descends (explore, fight, eat, pray, take the stairs), and its
+play as (obs, action) data for behavioural cloning (the stored prefixes for Far starts:
+``nle_prefixes``). Rules, measurements and deviations from the paper: docs/nethack.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,17 +15,36 @@ from fpc_jax.envs import nle_nethack as nh
 from fpc_jax.envs.nle_nethack import DOWN, EAT, ESC, KICK, MORE, MOVE_DELTAS, PRAY, SEARCH
 
 _C = {name: i for i, name in enumerate(nh.GLYPH_CLASSES)}
-_WALKABLE = ("floor", "corridor", "doorway", "door_closed", "stairs_down", "stairs_up", "feature",
-             "monster", "pet", "food", "object")  # fmt: skip
+_WALKABLE = (
+    "floor",
+    "corridor",
+    "doorway",
+    "door_closed",
+    "stairs_down",
+    "stairs_up",
+    "feature",
+    "monster",
+    "pet",
+    "food",
+    "object",
+)
 _WALK_CLASS = np.isin(np.arange(len(nh.GLYPH_CLASSES)), [_C[n] for n in _WALKABLE])
-_AVOID = ("floating eye", "gas spore", "blue jelly", "spotted jelly", "brown mold", "yellow mold",
-          "green mold", "red mold", "acid blob")  # fmt: skip
+_AVOID = (
+    "floating eye",
+    "gas spore",
+    "blue jelly",
+    "spotted jelly",
+    "brown mold",
+    "yellow mold",
+    "green mold",
+    "red mold",
+    "acid blob",
+)
 """Monsters never meleed (passive paralysis, explosions, acid/cold/fire): obstacles instead."""
 _NO_DIAG_CMAP = (13, 14, 15, 16)  # open and closed doors: no diagonal moves in or out
 _DOWN_HERE = b"staircase down here"
 MAX_KICKS = 30  # kicks at one locked door before giving up on it
 SEARCH_SPOT = 15  # searches at one spot before moving on (a hidden spot is found w.p. ~1/7 each)
-ASSET = "nethack_prefixes"
 
 
 @dataclasses.dataclass
@@ -219,10 +234,14 @@ class NetHackBot:
 
 
 _NEIGHBOURS = [
-    [((y + dy) * 79 + x + dx, dx != 0 and dy != 0) for dx, dy in MOVE_DELTAS
-     if 0 <= x + dx < 79 and 0 <= y + dy < 21]
-    for y in range(21) for x in range(79)
-]  # fmt: skip
+    [
+        ((y + dy) * 79 + x + dx, dx != 0 and dy != 0)
+        for dx, dy in MOVE_DELTAS
+        if 0 <= x + dx < 79 and 0 <= y + dy < 21
+    ]
+    for y in range(21)
+    for x in range(79)
+]
 """Per flat square index y * 79 + x: its in-map 8-neighbours and whether the step is diagonal."""
 
 
@@ -248,11 +267,18 @@ def glyph_class_table() -> np.ndarray:
 
     cmap = np.full(n.MAXPCHARS, _C["floor"], np.uint8)  # floor: also beams, effects, drawbridges
     for idx, name in (
-        ((0,), "unknown"), (range(1, 12), "wall"), ((17, 18, 37, 38), "wall"),
-        ((21, 22), "corridor"), ((12, 13, 14), "doorway"), ((15, 16), "door_closed"),
-        ((24, 26), "stairs_down"), ((23, 25), "stairs_up"), (range(27, 32), "feature"),
-        ((32, 34, 40, 41), "hazard"), (range(42, 65), "trap"),
-    ):  # fmt: skip
+        ((0,), "unknown"),
+        (range(1, 12), "wall"),
+        ((17, 18, 37, 38), "wall"),
+        ((21, 22), "corridor"),
+        ((12, 13, 14), "doorway"),
+        ((15, 16), "door_closed"),
+        ((24, 26), "stairs_down"),
+        ((23, 25), "stairs_up"),
+        (range(27, 32), "feature"),
+        ((32, 34, 40, 41), "hazard"),
+        (range(42, 65), "trap"),
+    ):
         cmap[list(idx)] = _C[name]
     table = np.full(n.MAX_GLYPH + 1, _C["monster"], np.uint8)  # + invisible, detected, warnings
     table[n.GLYPH_PET_OFF : n.GLYPH_INVIS_OFF] = _C["pet"]
@@ -268,15 +294,15 @@ def glyph_class_table() -> np.ndarray:
     return table
 
 
-def screen_hash(raw: dict[str, np.ndarray]) -> str:
-    """sha1 of the terminal (24 x 80 chars): what "the same screen" means in the replay checks."""
-    return hashlib.sha1(np.ascontiguousarray(raw["tty_chars"]).tobytes()).hexdigest()
-
-
 def play_bot(
-    game: nh.NetHackGame, core: int, disp: int, max_steps: int = 5000,
-    stop_depth: int | None = None, record: bool = False, bot: NetHackBot | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    game: nh.NetHackGame,
+    core: int,
+    disp: int,
+    max_steps: int = 5000,
+    stop_depth: int | None = None,
+    record: bool = False,
+    bot: NetHackBot | None = None,
+) -> dict[str, Any]:
     """One bot game from ``(core, disp)``: stops at death, ``max_steps`` or the first step on
     Dlvl >= ``stop_depth``. Returns the actions (uint8), the depth after each, ``first_step``
     (depth -> number of actions to the first step there), the final counters, and (``record``)
@@ -295,10 +321,17 @@ def play_bot(
         first_step.setdefault(game.depth, len(depths))
         if died or truncated or (stop_depth is not None and game.depth >= stop_depth):
             break
-    out = {"actions": np.array(game.actions, np.uint8), "depth": np.array(depths, np.int16),
-           "reward": np.array(rewards, np.float32), "first_step": first_step,
-           "max_depth": game.max_depth, "score": game.score, "steps": len(depths),
-           "turn": game.turn, "died": bool(died)}  # fmt: skip
+    out = {
+        "actions": np.array(game.actions, np.uint8),
+        "depth": np.array(depths, np.int16),
+        "reward": np.array(rewards, np.float32),
+        "first_step": first_step,
+        "max_depth": game.max_depth,
+        "score": game.score,
+        "steps": len(depths),
+        "turn": game.turn,
+        "died": bool(died),
+    }
     return out | ({"obs": seen} if record else {})
 
 
@@ -317,78 +350,22 @@ def bot_dataset(
         for i, (core, disp) in enumerate(seeds):
             run = play_bot(game, core, disp, max_steps, stop_depth, record=True, bot=bot)
             before = np.concatenate([[game.start_depth], run["depth"][:-1]]).astype(np.int16)
-            parts.append((run["obs"], run["actions"].astype(np.int32), np.full(run["steps"], i,
-                          np.int32), before, run["reward"]))  # fmt: skip
+            parts.append(
+                (
+                    run["obs"],
+                    run["actions"].astype(np.int32),
+                    np.full(run["steps"], i, np.int32),
+                    before,
+                    run["reward"],
+                )
+            )
     finally:
         game.close()
     obs = [o for p in parts for o in p[0]]
-    stacked = ({k: np.stack([o[k] for o in obs]) for k in obs[0]} if isinstance(obs[0], dict)
-               else np.stack(obs))  # fmt: skip
+    stacked = (
+        {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        if isinstance(obs[0], dict)
+        else np.stack(obs)
+    )
     cat = [np.concatenate([p[j] for p in parts]) for j in (1, 2, 3, 4)]
-    return {"obs": stacked, "action": cat[0], "episode": cat[1], "depth": cat[2],
-            "reward": cat[3]}  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class PrefixSet:
-    """Stored bot games for Far starts: ``seeds`` int64 [N, 2] (core, disp), ``actions`` (uint8 per
-    game), ``first_step[d]`` int [N] (actions to the first step on Dlvl >= d, -1: never),
-    ``screens[d]`` (sha1 of the screen there) and the build metadata."""
-
-    seeds: np.ndarray
-    actions: tuple[np.ndarray, ...]
-    first_step: dict[int, np.ndarray]
-    screens: dict[int, list[str]]
-    meta: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> PrefixSet:
-        root = Path(path) if path else Path(str(resources.files("fpc_jax") / "assets" / ASSET))
-        if not (root / "meta.json").is_file() or not (root / "actions.npz").is_file():
-            raise FileNotFoundError(
-                f"no NetHack prefix asset at {root} (meta.json + actions.npz); build one with "
-                "python scripts/build_nethack_prefixes.py --out DIR"
-            )
-        meta = json.loads((root / "meta.json").read_text())
-        if tuple(meta["action_names"]) != nh.ACTION_NAMES or meta["character"] not in nh.CHARACTERS:
-            raise ValueError(f"prefix asset {root} was built for another action set or character")
-        z = np.load(root / "actions.npz")
-        actions = tuple(np.split(z["actions"], z["offsets"][1:-1]))
-        first = {int(d): np.asarray(v) for d, v in meta["first_step"].items()}
-        screens = {int(d): v for d, v in meta["screens"].items()}
-        return cls(np.asarray(meta["seeds"], np.int64), actions, first, screens, meta)
-
-    def save(self, path: str | Path, **meta: Any) -> None:
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        offsets = np.cumsum([0, *(len(a) for a in self.actions)])
-        np.savez_compressed(root / "actions.npz", actions=np.concatenate(self.actions),
-                            offsets=offsets)  # fmt: skip
-        doc = {**self.meta, **meta, "action_names": list(nh.ACTION_NAMES),
-               "seeds": self.seeds.tolist(),
-               "first_step": {str(d): v.tolist() for d, v in self.first_step.items()},
-               "screens": {str(d): v for d, v in self.screens.items()}}  # fmt: skip
-        (root / "meta.json").write_text(json.dumps(doc, indent=1) + "\n")
-
-    def reaching(self, depth: int) -> np.ndarray:
-        """Entries whose game reached Dlvl >= ``depth``; raises if none."""
-        steps = self.first_step.get(int(depth))
-        if steps is None or not (steps >= 0).any():
-            have = {d: int((v >= 0).sum()) for d, v in self.first_step.items()}
-            raise ValueError(f"no stored prefix reaches Dlvl {depth}; entries per Dlvl: {have}")
-        return np.flatnonzero(steps >= 0)
-
-    def start(self, game: nh.NetHackGame, entry: int, depth: int, verify: bool = False) -> Any:
-        """Replay entry ``entry`` to its first step on Dlvl >= ``depth``, then hand over: the
-        game's step counter restarts and ``start_depth`` is the Dlvl reached."""
-        n = int(self.first_step[int(depth)][entry])
-        core, disp = (int(s) for s in self.seeds[entry])
-        obs = game.replay(core, disp, self.actions[entry][:n])
-        if game.depth < depth or (verify and screen_hash(game.raw) != self.screens[depth][entry]):
-            raise RuntimeError(
-                f"prefix {entry} (seeds {core}, {disp}) did not reproduce Dlvl {depth} (got "
-                f"{game.depth}): built with another NLE ({self.meta.get('nle')}); rebuild it "
-                "with scripts/build_nethack_prefixes.py"
-            )
-        game.start_depth, game.steps, game.actions, game.max_depth = game.depth, 0, [], game.depth
-        return obs
+    return {"obs": stacked, "action": cat[0], "episode": cat[1], "depth": cat[2], "reward": cat[3]}

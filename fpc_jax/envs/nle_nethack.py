@@ -6,15 +6,11 @@ Design and measurements: docs/nethack.md. nle is imported lazily (the registry e
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import warnings
 from typing import Any
 
 import numpy as np
-
-from fpc_jax.envs.host_pool import HostPool, PooledVec
-from fpc_jax.envs.registry import register
 
 CHARACTERS: tuple[str, ...] = ("mon-hum-neu-mal",)  # what the bot and action set support
 
@@ -22,31 +18,91 @@ MOVE_KEYS = "kljhunby"  # N E S W NE SE SW NW (nle.nethack.CompassDirection orde
 MOVE_DELTAS = ((0, -1), (1, 0), (0, 1), (-1, 0), (1, -1), (1, 1), (-1, 1), (-1, -1))
 """(dx, dy) of the 8 move actions, y pointing down the screen."""
 ACTION_NAMES: tuple[str, ...] = (
-    "move_n", "move_e", "move_s", "move_w", "move_ne", "move_se", "move_sw", "move_nw",
-    "down", "search", "eat", "pray", "kick", "more", "esc",
-)  # fmt: skip
+    "move_n",
+    "move_e",
+    "move_s",
+    "move_w",
+    "move_ne",
+    "move_se",
+    "move_sw",
+    "move_nw",
+    "down",
+    "search",
+    "eat",
+    "pray",
+    "kick",
+    "more",
+    "esc",
+)
 DOWN, SEARCH, EAT, PRAY, KICK, MORE, ESC = range(8, 15)
 NUM_ACTIONS = len(ACTION_NAMES)
 ACTION_KEYS: tuple[int, ...] = (
-    *(ord(c) for c in MOVE_KEYS), ord(">"), ord("s"), ord("e"), 0x80 | ord("p"), 0x04, 0x0D, 0x1B,
-)  # fmt: skip
+    *(ord(c) for c in MOVE_KEYS),
+    ord(">"),
+    ord("s"),
+    ord("e"),
+    0x80 | ord("p"),
+    0x04,
+    0x0D,
+    0x1B,
+)
 """NetHack key of each action (EAT and PRAY are macros that start with these keys)."""
 
 GLYPH_CLASSES: tuple[str, ...] = (
-    "pad", "unknown", "wall", "floor", "corridor", "doorway", "door_closed", "stairs_down",
-    "stairs_up", "feature", "hazard", "trap", "monster", "pet", "food", "object", "boulder", "self",
-)  # fmt: skip
+    "pad",
+    "unknown",
+    "wall",
+    "floor",
+    "corridor",
+    "doorway",
+    "door_closed",
+    "stairs_down",
+    "stairs_up",
+    "feature",
+    "hazard",
+    "trap",
+    "monster",
+    "pet",
+    "food",
+    "object",
+    "boulder",
+    "self",
+)
 NUM_GLYPH_CLASSES = len(GLYPH_CLASSES)
 STAT_NAMES: tuple[str, ...] = (
-    "hp_frac", "maxhp", "depth", "xlevel", "energy_frac", "ac", "hungry", "weak", "turn_log",
-    "encumbrance", "prompt_more", "prompt_yn", "prompt_getlin", "stairs_seen", "on_stairs",
-    "stairs_dx", "stairs_dy", "x", "y",
-)  # fmt: skip
+    "hp_frac",
+    "maxhp",
+    "depth",
+    "xlevel",
+    "energy_frac",
+    "ac",
+    "hungry",
+    "weak",
+    "turn_log",
+    "encumbrance",
+    "prompt_more",
+    "prompt_yn",
+    "prompt_getlin",
+    "stairs_seen",
+    "on_stairs",
+    "stairs_dx",
+    "stairs_dy",
+    "x",
+    "y",
+)
 NUM_STATS = len(STAT_NAMES)
 OBS_MODES = ("dict", "flat")
 STARTS = ("close", "far")
-RAW_KEYS = ("glyphs", "blstats", "message", "internal", "inv_letters", "inv_oclasses", "inv_strs",
-            "tty_chars")  # fmt: skip
+RAW_KEYS = (
+    "glyphs",
+    "blstats",
+    "message",
+    "internal",
+    "inv_letters",
+    "inv_oclasses",
+    "inv_strs",
+    "tty_chars",
+)
 ROWS, COLS = 21, 79
 PAD_GLYPH = 5976  # nle.nethack.MAX_GLYPH: an id no map square has, the crop's outside
 # nle.nethack.NLE_BL_* indices of blstats
@@ -149,10 +205,15 @@ class NetHackGame:
         with warnings.catch_warnings():  # ... sent with the deprecated logger.warn
             warnings.simplefilter("ignore", DeprecationWarning)
             self.env = NetHackScore(
-                character=self.config.character, actions=tuple(range(256)), penalty_step=0.0,
-                allow_all_yn_questions=True, allow_all_modes=True, max_episode_steps=1 << 62,
-                fix_moon_phase=True, observation_keys=RAW_KEYS,
-            )  # fmt: skip
+                character=self.config.character,
+                actions=tuple(range(256)),
+                penalty_step=0.0,
+                allow_all_yn_questions=True,
+                allow_all_modes=True,
+                max_episode_steps=1 << 62,
+                fix_moon_phase=True,
+                observation_keys=RAW_KEYS,
+            )
         from fpc_jax.envs.nle_bot import glyph_class_table
 
         self._table = glyph_class_table()
@@ -241,13 +302,30 @@ class NetHackGame:
         seen = self._stairs.get(self.level, ())  # (x, y) of every '>' seen on this level
         st = min(seen, key=lambda p: max(abs(p[0] - self.x), abs(p[1] - self.y)), default=None)
         dx, dy = (st[0] - self.x, st[1] - self.y) if st else (0, 0)
-        return np.array([
-            bl[BL_HP] / maxhp, min(maxhp, 200) / 200, min(self.depth, 50) / 10,
-            bl[BL_XP] / 30, bl[BL_ENE] / maxen, np.clip((10 - bl[BL_AC]) / 20, -1, 2),
-            hunger >= 2, hunger >= 3, np.log1p(self.turn) / np.log1p(1e5), bl[BL_CAP] / 5,
-            internal[MORE_WAIT], internal[IN_YN], internal[IN_GETLIN], st is not None,
-            st is not None and dx == dy == 0, dx / COLS, dy / ROWS, self.x / COLS, self.y / ROWS,
-        ], np.float32)  # fmt: skip
+        return np.array(
+            [
+                bl[BL_HP] / maxhp,
+                min(maxhp, 200) / 200,
+                min(self.depth, 50) / 10,
+                bl[BL_XP] / 30,
+                bl[BL_ENE] / maxen,
+                np.clip((10 - bl[BL_AC]) / 20, -1, 2),
+                hunger >= 2,
+                hunger >= 3,
+                np.log1p(self.turn) / np.log1p(1e5),
+                bl[BL_CAP] / 5,
+                internal[MORE_WAIT],
+                internal[IN_YN],
+                internal[IN_GETLIN],
+                st is not None,
+                st is not None and dx == dy == 0,
+                dx / COLS,
+                dy / ROWS,
+                self.x / COLS,
+                self.y / ROWS,
+            ],
+            np.float32,
+        )
 
     def replay(self, core: int, disp: int, actions: np.ndarray) -> Any:
         """Reset to ``(core, disp)`` and play ``actions``; returns the observation after them.
@@ -262,103 +340,3 @@ class NetHackGame:
 
     def close(self) -> None:
         self.env.close()
-
-
-def _stack(parts: list[Any]) -> Any:
-    """Per-game observations (arrays, or dicts of them) stacked into one batch."""
-    if isinstance(parts[0], dict):
-        return {k: _stack([p[k] for p in parts]) for k in parts[0]}
-    return np.stack(parts)
-
-
-class _Games:
-    """``NetHackGame`` games stepped in a loop with same-step auto-reset (a ``HostPool`` batch);
-    game ``i`` draws its seeds and Far prefixes from ``default_rng(seeds[i])``."""
-
-    def __init__(self, config: NetHackConfig, seeds: list[np.random.SeedSequence]) -> None:
-        self.config = config
-        self.games = [NetHackGame(config) for _ in seeds]
-        self._rngs = [np.random.default_rng(s) for s in seeds]
-        if config.start == "far":
-            from fpc_jax.envs.nle_bot import PrefixSet
-
-            try:
-                self.prefixes = PrefixSet.load(config.prefixes)
-                self._far = self.prefixes.reaching(config.far_depth)
-            except BaseException:
-                self.close()
-                raise
-
-    def _begin(self, i: int) -> Any:
-        rng, game = self._rngs[i], self.games[i]
-        if self.config.start == "close":
-            return game.reset(*(int(s) for s in rng.integers(1, 2**31, size=2)))
-        return self.prefixes.start(game, int(rng.choice(self._far)), self.config.far_depth)
-
-    def reset(self) -> Any:
-        return _stack([self._begin(i) for i in range(len(self.games))])
-
-    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
-        out = [g.step(a) for g, a in zip(self.games, actions, strict=True)]
-        info = {k: np.stack([o[4][k] for o in out]) for k in out[0][4]}
-        info["start_depth"] = np.array([g.start_depth for g in self.games], np.int32)
-        info["final_obs"] = _stack([o[0] for o in out])
-        obs = _stack([self._begin(i) if o[2] or o[3] else o[0] for i, o in enumerate(out)])
-        reward, term, trunc = (np.array([o[j] for o in out]) for j in (1, 2, 3))
-        return obs, reward.astype(np.float32), term, trunc, info
-
-    def close(self) -> None:
-        for game in self.games:
-            game.close()
-        self.games = []
-
-
-class NetHackVec(PooledVec):
-    """``num_envs`` NetHack games, stepped in-process (``workers=0``) or over worker processes.
-
-    ``reset() -> obs``; ``step(actions (B,)) -> (obs, reward, terminated, truncated, info)``; obs
-    is a dict of ``(B, ...)`` arrays (``obs_mode="dict"``) or ``(B, obs_size)`` float32. Finished
-    games auto-reset in the same step; ``info["final_obs"]`` holds the finished episode's last
-    observation; info also has ``depth``, ``max_depth``, ``score``, ``turn``, ``start_depth``.
-    Env ``i`` draws its games from ``SeedSequence(seed).spawn(num_envs)[i]`` whatever ``workers``;
-    a Far start replays a prefix drawn from the asset's entries reaching ``far_depth``.
-    """
-
-    def __init__(
-        self, config: NetHackConfig, num_envs: int = 1, seed: int = 0, workers: int = 0,
-        start_method: str = "forkserver", seeds: list[np.random.SeedSequence] | None = None,
-    ) -> None:  # fmt: skip
-        seeds = np.random.SeedSequence(seed).spawn(num_envs) if seeds is None else seeds
-        if not seeds or not 0 <= workers <= len(seeds):
-            raise ValueError(f"need num_envs >= 1, 0 <= workers <= num_envs: {num_envs}, {workers}")
-        self.config, self.num_envs, self.workers = config, len(seeds), workers
-        self._pool = HostPool(
-            functools.partial(_Games, config), seeds, workers, name="NetHack",
-            start_method=start_method,
-        )  # fmt: skip
-
-    def reset(self) -> Any:
-        return self._pool.call("reset")
-
-    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or ((actions < 0) | (actions >= NUM_ACTIONS)).any():
-            raise ValueError(f"actions must be ({self.num_envs},) ints in [0, {NUM_ACTIONS})")
-        return self._pool.call("step", actions)
-
-
-@register("nle/nethack")
-def make_nethack(
-    num_envs: int | None = None, seed: int = 0, workers: int = 0, **config: Any
-) -> tuple[NetHackGame | NetHackVec, NetHackConfig]:
-    """Registry factory for ``nle/nethack``: ``(NetHackGame, config)``, or ``(NetHackVec, config)``
-    when ``num_envs`` is given; ``config`` keys are ``NetHackConfig`` fields (bad ones raise)."""
-    fields = sorted(f.name for f in dataclasses.fields(NetHackConfig))
-    if unknown := sorted(set(config) - set(fields)):
-        raise ValueError(f"unknown NetHack option(s) {unknown}; valid: {', '.join(fields)}")
-    cfg = NetHackConfig(**config)
-    if num_envs is None:
-        if workers:
-            raise ValueError("workers needs num_envs (a NetHackVec)")
-        return NetHackGame(cfg), cfg
-    return NetHackVec(cfg, num_envs=num_envs, seed=seed, workers=workers), cfg

@@ -19,10 +19,22 @@ from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import multihost, plotting, results, sharding
 
 SUMMARY_COLUMNS = [
-    "M", "c", "seed", "final_success", "phase2_success_pretrained", "phase2_success_min",
-    "forgetting", "reach_phase2_early", "reach_phase2_prob_start", "dw1_early", "dw2_early",
-    "w1_pre", "w2_pre", "w1_final", "w2_final",
-]  # fmt: skip
+    "M",
+    "c",
+    "seed",
+    "final_success",
+    "phase2_success_pretrained",
+    "phase2_success_min",
+    "forgetting",
+    "reach_phase2_early",
+    "reach_phase2_prob_start",
+    "dw1_early",
+    "dw2_early",
+    "w1_pre",
+    "w2_pre",
+    "w1_final",
+    "w2_final",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +169,11 @@ def run(cfg: AppleConfig, log=print, progress: bool = False) -> dict[str, np.nda
     lowered = fn.lower(hyper, params, keys)
     compiled = lowered.compile()
     t1 = time.perf_counter()
-    log(f"[apple] compiled in {t1 - t0:.1f}s; running {n} runs "
+    log(
+        f"[apple] compiled in {t1 - t0:.1f}s; running {n} runs "
         f"({cfg.pretrain_updates}+{cfg.finetune_updates} updates x "
-        f"{cfg.episodes_per_update} episodes each) ...")  # fmt: skip
+        f"{cfg.episodes_per_update} episodes each) ..."
+    )
     total = cfg.pretrain_updates + cfg.finetune_updates
     with tqdm.tqdm(total=total, unit="upd", desc="[apple] all runs", disable=not progress) as bar:
         _PROGRESS.append(bar)
@@ -189,19 +203,25 @@ def summarize(cfg: AppleConfig, out: dict[str, np.ndarray]) -> list[dict[str, An
             w = out["curve_w"][g, s]
             w_pre = out["w_pre"][g, s]
             pre, low = float(ph2[0]), float(ph2.min())
-            rows.append({
-                "M": int(m), "c": float(c), "seed": s,
-                "final_success": float(out["curve_success_full"][g, s, -1]),
-                "phase2_success_pretrained": pre,
-                "phase2_success_min": low,
-                "forgetting": max(0.0, pre - low),
-                "reach_phase2_early": float(reach[g, s, :n_early].mean()),
-                "reach_phase2_prob_start": float(out["curve_reach_phase2"][g, s, 0]),
-                "dw1_early": float(abs(w[k_early, 0] - w_pre[0])),
-                "dw2_early": float(abs(w[k_early, 1] - w_pre[1])),
-                "w1_pre": float(w_pre[0]), "w2_pre": float(w_pre[1]),
-                "w1_final": float(w_fin[g, s, 0]), "w2_final": float(w_fin[g, s, 1]),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "M": int(m),
+                    "c": float(c),
+                    "seed": s,
+                    "final_success": float(out["curve_success_full"][g, s, -1]),
+                    "phase2_success_pretrained": pre,
+                    "phase2_success_min": low,
+                    "forgetting": max(0.0, pre - low),
+                    "reach_phase2_early": float(reach[g, s, :n_early].mean()),
+                    "reach_phase2_prob_start": float(out["curve_reach_phase2"][g, s, 0]),
+                    "dw1_early": float(abs(w[k_early, 0] - w_pre[0])),
+                    "dw2_early": float(abs(w[k_early, 1] - w_pre[1])),
+                    "w1_pre": float(w_pre[0]),
+                    "w2_pre": float(w_pre[1]),
+                    "w1_final": float(w_fin[g, s, 0]),
+                    "w2_final": float(w_fin[g, s, 1]),
+                }
+            )
     return rows
 
 
@@ -216,17 +236,23 @@ def plot(
     fig, axes = plotting.figure(3, 2)
     x = out["eval_update"][0, 0]
     for g, (m, c) in enumerate(cfg.grid):
-        label = f"M={m}, c={c:g}" if len(cfg.M) > 1 and len(cfg.c) > 1 else (
-            f"M={m}" if axis == "M" else f"c={c:g}")  # fmt: skip
+        label = (
+            f"M={m}, c={c:g}"
+            if len(cfg.M) > 1 and len(cfg.c) > 1
+            else (f"M={m}" if axis == "M" else f"c={c:g}")
+        )
         plotting.band(axes[0, 0], x, out["curve_success_phase2"][g], label)
         plotting.band(axes[0, 1], x, out["curve_success_full"][g], label)
         plotting.band(axes[0, 2], x, out["curve_reach_phase2"][g], label)
-    axes[0, 0].set(title="Phase-2 competence (start at x=M)", xlabel="fine-tuning update",
-                   ylabel="P(success)")  # fmt: skip
-    axes[0, 1].set(title="Success on the whole env", xlabel="fine-tuning update",
-                   ylabel="P(success)")  # fmt: skip
-    axes[0, 2].set(title="P(reach Phase 2 in an episode)", xlabel="fine-tuning update",
-                   ylabel="probability")  # fmt: skip
+    axes[0, 0].set(
+        title="Phase-2 competence (start at x=M)", xlabel="fine-tuning update", ylabel="P(success)"
+    )
+    axes[0, 1].set(
+        title="Success on the whole env", xlabel="fine-tuning update", ylabel="P(success)"
+    )
+    axes[0, 2].set(
+        title="P(reach Phase 2 in an episode)", xlabel="fine-tuning update", ylabel="probability"
+    )
     axes[0, 0].legend(fontsize=7)
     for other_val in getattr(cfg, other):
         sel = [r for r in rows if r[other] == other_val]
@@ -242,8 +268,11 @@ def plot(
         plotting.errorbars(axes[1, 2], xs, metric("dw1_early"), f"|dw1| (shared), {lab}")
         plotting.errorbars(axes[1, 2], xs, metric("dw2_early"), f"|dw2| (phase), {lab}")
     axes[1, 0].set(title="Forgetting and final success", xlabel=axis, ylim=(-0.05, 1.05))
-    axes[1, 1].set(title=f"Reached Phase 2, first {cfg.early_updates} updates", xlabel=axis,
-                   ylabel="fraction of episodes")  # fmt: skip
+    axes[1, 1].set(
+        title=f"Reached Phase 2, first {cfg.early_updates} updates",
+        xlabel=axis,
+        ylabel="fraction of episodes",
+    )
     axes[1, 2].set(title=f"|w - w_pre| after {cfg.early_updates} updates", xlabel=axis)
     for ax in axes[1]:
         ax.legend(fontsize=7)
@@ -276,12 +305,15 @@ def main(cfg: AppleConfig, out_dir: str | Path, log=print) -> Path:
         **{k: v for k, v in out.items() if k.startswith(("curve_", "update_", "eval_", "w_"))},
     )
     plot(cfg, out, rows, out_dir / "fig3.png")
-    results.write_json(out_dir / "run_info.json", {
-        **results.environment_info(),
-        "compile_seconds": float(out["compile_seconds"]),
-        "run_seconds": float(out["run_seconds"]),
-        "runs": len(rows),
-    })  # fmt: skip
+    results.write_json(
+        out_dir / "run_info.json",
+        {
+            **results.environment_info(),
+            "compile_seconds": float(out["compile_seconds"]),
+            "run_seconds": float(out["run_seconds"]),
+            "runs": len(rows),
+        },
+    )
     for line in table(cfg, rows):
         log(line)
     log(f"[apple] wrote {out_dir}/summary.csv, curves.npz, fig3.png")
@@ -293,7 +325,9 @@ def table(cfg: AppleConfig, rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'M':>4} {'c':>6} {'forgetting':>10} {'final_succ':>10} {'reach_early':>11}"]
     for m, c in cfg.grid:
         sel = [r for r in rows if r["M"] == m and r["c"] == c]
-        f, s, r = (np.mean([x[k] for x in sel]) for k in
-                   ("forgetting", "final_success", "reach_phase2_early"))  # fmt: skip
+        f, s, r = (
+            np.mean([x[k] for x in sel])
+            for k in ("forgetting", "final_success", "reach_phase2_early")
+        )
         lines.append(f"{m:>4} {c:>6g} {f:>10.3f} {s:>10.3f} {r:>11.3f}")
     return lines

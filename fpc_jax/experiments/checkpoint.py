@@ -36,8 +36,13 @@ from fpc_jax.experiments import integrity, multihost, sharding
 
 FORMAT_VERSION = 1
 _ARCH_FIELDS = (
-    "obs_dim", "act_dim", "num_heads", "hidden_sizes", "first_activation", "hidden_activation",
-)  # fmt: skip
+    "obs_dim",
+    "act_dim",
+    "num_heads",
+    "hidden_sizes",
+    "first_activation",
+    "hidden_activation",
+)
 
 
 SHARED_FS_HINT = (

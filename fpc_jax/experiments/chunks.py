@@ -38,8 +38,9 @@ def stage_note(names: tuple[str, ...], success: np.ndarray) -> str:
 
 class _Progress:
     def __init__(self, total: int, desc: str) -> None:
-        self.bar = tqdm.tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True,
-                             disable=not multihost.is_main())  # fmt: skip
+        self.bar = tqdm.tqdm(
+            total=total, unit="step", desc=desc, dynamic_ncols=True, disable=not multihost.is_main()
+        )
 
     def update(self, n: int, note: str) -> None:
         self.bar.update(n)
@@ -222,8 +223,11 @@ def _compiled(make_chunk: MakeChunk, env: SequenceEnv, static: Any, config: Any)
 def _log_physics(row: dict[str, np.ndarray], c: int, n: int, tag: str, log) -> None:
     """One line per chunk for an env that counts physics events (MJX: ``physics/<name>``, the
     fraction of training steps with a solver-limit hit or a contact overflow), mean over runs."""
-    parts = [f"{k.removeprefix('train/physics/')} {100 * float(np.mean(v)):.1f}%"
-             for k, v in row.items() if k.startswith("train/physics/")]  # fmt: skip
+    parts = [
+        f"{k.removeprefix('train/physics/')} {100 * float(np.mean(v)):.1f}%"
+        for k, v in row.items()
+        if k.startswith("train/physics/")
+    ]
     if parts:
         log(f"[{tag}] chunk {c}/{n}: steps with " + ", ".join(parts))
 

@@ -24,7 +24,7 @@ from fpc_jax.experiments.host_rollouts import (
     next_stage,
     record,
     to_batch,
-)  # fmt: skip
+)
 
 
 def make_learn(config: SACConfig, updates: int):
@@ -46,9 +46,21 @@ class HostLoop:
     (one jitted policy call each), then one jitted call writing the transitions into every run's
     replay and doing ``update_every * E`` SAC updates per run."""
 
-    def __init__(self, cfg: Any, config: SACConfig, seq, acting: Acting,
-                 sac, buf, anchors, coefs, hyper, key, runs: int,
-                 random_steps: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Any,
+        config: SACConfig,
+        seq,
+        acting: Acting,
+        sac,
+        buf,
+        anchors,
+        coefs,
+        hyper,
+        key,
+        runs: int,
+        random_steps: np.ndarray | None = None,
+    ) -> None:
         self.cfg, self.acting, self.runs, self.e = cfg, acting, runs, cfg.envs_per_run
         # per run: env steps of uniform-random actions at the start (scratch: CW's 10k)
         self.random_steps = np.broadcast_to(
@@ -57,8 +69,9 @@ class HostLoop:
         self.sac, self.buf, self.anchors, self.coefs, self.hyper = sac, buf, anchors, coefs, hyper
         self.key = key
         self.learn = make_learn(config, cfg.update_every * self.e)
-        self.vec = MetaWorldSequenceVec(config=seq, num_envs=runs * self.e, seed=cfg.seed + 1,
-                                        workers=cfg.workers)  # fmt: skip
+        self.vec = MetaWorldSequenceVec(
+            config=seq, num_envs=runs * self.e, seed=cfg.seed + 1, workers=cfg.workers
+        )
         self.ids = np.asarray(seq.stage_ids)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -95,18 +108,22 @@ class HostLoop:
             if rand.all():
                 a = self.rng.uniform(-1, 1, (runs * e, ACT_DIM))
             else:
-                a = np.asarray(self.acting.sample(
-                    self.sac.actor_params, self.obs.reshape(runs, e, OBS_DIM),
-                    self.stage.reshape(runs, e),
-                    jax.random.split(k_act, runs * e).reshape(runs, e),
-                )).reshape(runs * e, ACT_DIM)  # fmt: skip
+                a = np.asarray(
+                    self.acting.sample(
+                        self.sac.actor_params,
+                        self.obs.reshape(runs, e, OBS_DIM),
+                        self.stage.reshape(runs, e),
+                        jax.random.split(k_act, runs * e).reshape(runs, e),
+                    )
+                ).reshape(runs * e, ACT_DIM)
                 if rand.any():
                     a = np.where(rand[:, None], self.rng.uniform(-1, 1, a.shape), a)
             nxt, r, term, trunc, info = self.vec.step(a)
             record(store, self.obs, a, r, info, (runs, e))
             np.add.at(self.visits, (np.arange(runs * e) // e, self.stage), 1)
-            np.add.at(self.successes, (np.arange(runs * e) // e, info["stage"]),
-                      info["stage_success"])  # fmt: skip
+            np.add.at(
+                self.successes, (np.arange(runs * e) // e, info["stage"]), info["stage_success"]
+            )
             self.stage, self.pos = next_stage(self.ids, self.pos, info, term | trunc)
             self.obs = nxt
             self.step += 1

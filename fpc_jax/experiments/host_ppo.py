@@ -1,5 +1,5 @@
-"""The FPC study with PPO on host-stepped real games (issue 13): Montezuma's Revenge (ale-py, here)
-and NetHack (NLE, ``nethack_study``) share this engine.
+"""The FPC study with PPO on host-stepped real games (issue 13): Montezuma's Revenge (ale-py,
+``montezuma_study``) and NetHack (NLE, ``nethack_study``) share this engine.
 
 R runs (methods x seeds) each own ``num_envs`` envs of one host vector env; one jitted program
 vmapped over runs acts for all of them (obs ``(R, N, D)``), the host steps the games, and one
@@ -7,11 +7,6 @@ jitted, vmapped program computes GAE and runs the PPO agent's ``update_epochs`` 
 retention coefficients (ft, bc, ks, ewc, l2, scratch), as ``robotic_sequence`` does for SAC. What
 differs between games is a ``HostGame``: how to open envs at a start, and how to evaluate.
 
-Montezuma (obs ``(R, N, 42)`` RAM features, the CPU-budget deviation of docs/montezuma.md):
-``pretrain(cfg, out)`` trains pi* from the Far starts (room7-room9); ``finetune(cfg, out)``
-fine-tunes every method x seed from the game start (room1). Metrics (Wolczyk et al. 2024): Far
-success = per-room success from each Far start, Close success = per-room success of game-start
-episodes, full success = reaching a Far room.
 No resumable checkpoint yet: curves are written after every chunk, the run state is not.
 """
 
@@ -27,33 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
+from fpc_jax.agents.ppo.anchors import make_anchors
 from fpc_jax.agents.ppo.diagnostics import make_diagnose
 from fpc_jax.agents.ppo.losses import PPOBatch, gae
 from fpc_jax.agents.ppo.networks import PPOConfig, make_ppo_networks, sample_action
 from fpc_jax.agents.ppo.update import (
-    PPOHyper,
     init_train_state,
     stack_runs,
     train_state_from_params,
     update_epochs,
 )
 from fpc_jax.experiments import chunks, ppo_study, results, study, study_report
-from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments.checkpoint import CheckpointError
-from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema lives there)
-    ENV,
-    ROUTE,
-    MontezumaStudyConfig,
-    default_out,
-    hyper_kwargs,
-    network,
-)
-from fpc_jax.experiments.montezuma_game import MontezumaGame
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.retention import terms
 from fpc_jax.retention.fisher import fisher_sample
-from fpc_jax.retention.penalties import RetentionCoefs
 
 Policy = Callable[[np.ndarray, jax.Array], np.ndarray]
 """``policy(obs (R, E, D), key) -> actions (R, E)``: every run's sampled actions."""
@@ -103,18 +86,42 @@ def make_learner(config: PPOConfig, epochs: int, minibatches: int, clip_value_lo
     def update_one(ts, roll, anchors, coefs, hyper, key):
         t, n = roll["reward"].shape
         stage = jnp.zeros((t, n), jnp.int32)
-        values_tn = jax.vmap(jax.vmap(nets.critic_values, in_axes=(None, 0, 0)),
-                             in_axes=(None, 0, 0))  # fmt: skip
+        values_tn = jax.vmap(
+            jax.vmap(nets.critic_values, in_axes=(None, 0, 0)), in_axes=(None, 0, 0)
+        )
         next_value = values_tn(ts.critic_params, roll["final_obs"], stage)[..., 0]
         gae_n = jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)
-        adv, ret = gae_n(roll["reward"], roll["value"][..., 0], next_value, roll["terminated"],
-                         roll["truncated"], hyper.gamma, hyper.gae_lambda)  # fmt: skip
-        batch = PPOBatch(obs=roll["obs"], stage=stage, action=roll["action"], logp=roll["logp"],
-                         value=roll["value"], returns=ret[..., None], advantage=adv,
-                         rnd_obs=roll["final_obs"])  # fmt: skip
+        adv, ret = gae_n(
+            roll["reward"],
+            roll["value"][..., 0],
+            next_value,
+            roll["terminated"],
+            roll["truncated"],
+            hyper.gamma,
+            hyper.gae_lambda,
+        )
+        batch = PPOBatch(
+            obs=roll["obs"],
+            stage=stage,
+            action=roll["action"],
+            logp=roll["logp"],
+            value=roll["value"],
+            returns=ret[..., None],
+            advantage=adv,
+            rnd_obs=roll["final_obs"],
+        )
         flat = jax.tree.map(lambda x: x.reshape(t * n, *x.shape[2:]), batch)
-        return update_epochs(ts, flat, anchors, coefs, hyper, key, epochs=epochs,
-                             minibatches=minibatches, clip_value_loss=clip_value_loss)  # fmt: skip
+        return update_epochs(
+            ts,
+            flat,
+            anchors,
+            coefs,
+            hyper,
+            key,
+            epochs=epochs,
+            minibatches=minibatches,
+            clip_value_loss=clip_value_loss,
+        )
 
     act = jax.jit(jax.vmap(act_one))
     update = jax.jit(jax.vmap(update_one, in_axes=(0, 0, None, 0, None, 0)))
@@ -131,8 +138,21 @@ def make_policy(act, states) -> Policy:
     return lambda obs, key: np.asarray(_act(act, states, obs, key)[0])
 
 
-def train_runs(cfg, game: HostGame, config, states, coefs, anchors, hyper, start, total_steps,
-               key, out_dir, tag, log=print):  # fmt: skip
+def train_runs(
+    cfg,
+    game: HostGame,
+    config,
+    states,
+    coefs,
+    anchors,
+    hyper,
+    start,
+    total_steps,
+    key,
+    out_dir,
+    tag,
+    log=print,
+):
     """Train R runs (stacked ``states``) on host-stepped envs of ``game`` (every env of every
     run begins at ``start``) for ``total_steps`` env steps per run; evaluate at every chunk
     start and at the end; curves go to ``out_dir/<tag>_curves.npz`` after each chunk. Returns
@@ -170,8 +190,12 @@ def train_runs(cfg, game: HostGame, config, states, coefs, anchors, hyper, start
                     rets += list(ep_ret[ends])
                     lens += list(ep_len[ends])
                     ep_ret[ends], ep_len[ends] = 0.0, 0
-                    host = {"reward": rew * cfg.reward_scale, "terminated": term,
-                            "truncated": trunc, "final_obs": info["final_obs"]}  # fmt: skip
+                    host = {
+                        "reward": rew * cfg.reward_scale,
+                        "terminated": term,
+                        "truncated": trunc,
+                        "final_obs": info["final_obs"],
+                    }
                     host = {k_: v.reshape(r, n, *v.shape[1:]) for k_, v in host.items()}
                     step_data = {"obs": obs, "action": a, "logp": logp, "value": value, **host}
                     for k_, v in step_data.items():
@@ -179,17 +203,20 @@ def train_runs(cfg, game: HostGame, config, states, coefs, anchors, hyper, start
                     obs = nxt.reshape(r, n, -1)
                 batch = {k_: jnp.asarray(np.stack(v, axis=1)) for k_, v in roll.items()}
                 key, k = jax.random.split(key)
-                states, metrics = update(states, batch, anchors, coefs, hyper,
-                                         jax.random.split(k, r))  # fmt: skip
+                states, metrics = update(
+                    states, batch, anchors, coefs, hyper, jax.random.split(k, r)
+                )
             step += cfg.steps_per_chunk
             curves.setdefault("train/episode_return", []).append(np.mean(rets) if rets else 0.0)
             curves.setdefault("train/episode_length", []).append(np.mean(lens) if lens else 0.0)
             for name, v in jax.device_get(metrics).items():
                 curves.setdefault(name, []).append(np.asarray(v))
-            far = np.round(curves["eval/far_success"][-1], 2).tolist()
+            far = " ".join(f"{v:.2f}" for v in np.asarray(curves["eval/far_success"][-1]))
             ret = curves["train/episode_return"][-1]
-            log(f"[{tag}] {step}/{total_steps} steps/run, {time.perf_counter() - t0:.0f}s; "
-                f"train return {ret:.1f}, Far success at chunk start {far}")  # fmt: skip
+            log(
+                f"[{tag}] {step}/{total_steps} steps/run, {time.perf_counter() - t0:.0f}s; "
+                f"train return {ret:.1f}, Far success at chunk start [{far}]"
+            )
             _save_curves(out_dir / f"{tag}_curves.npz", curves, cfg.steps_per_chunk)
     finally:
         vec.close()
@@ -228,8 +255,9 @@ def run_grid(cfg, config, hyper, pre, key) -> tuple[list, Any, Any]:
             if terms.method(parse_method(method)[0]).random_init:
                 states.append(init_train_state(config, hyper, jax.random.fold_in(key, s)))
             else:
-                states.append(train_state_from_params(config, hyper, pre.actor_params,
-                                                      pre.critic_params))  # fmt: skip
+                states.append(
+                    train_state_from_params(config, hyper, pre.actor_params, pre.critic_params)
+                )
             labels.append((method, s))
             coefs.append(cfg.coefs(method))
     return labels, stack_runs(states), stack_runs(coefs)
@@ -240,33 +268,63 @@ def far_anchors(cfg, config, pre, data: np.ndarray):
     ``fisher_states`` drawn uniformly from all of them (as Continual World samples its buffer)."""
     zeros = np.zeros(len(data), np.int32)
     fi = fisher_sample(len(data), cfg.fisher_states, cfg.seed)
-    return make_anchors(config, pre.actor_params, pre.critic_params, data[: cfg.bc_states],
-                        zeros[: cfg.bc_states], data[fi], zeros[fi])  # fmt: skip
+    return make_anchors(
+        config,
+        pre.actor_params,
+        pre.critic_params,
+        data[: cfg.bc_states],
+        zeros[: cfg.bc_states],
+        data[fi],
+        zeros[fi],
+    )
 
 
-def finetune_study(cfg, game: HostGame, config, hyper, pre, data, start, out_dir, log,
-                   info: dict[str, Any]) -> tuple[list, dict[str, np.ndarray]]:  # fmt: skip
+def finetune_study(
+    cfg, game: HostGame, config, hyper, pre, data, start, out_dir, log, info: dict[str, Any]
+) -> tuple[list, dict[str, np.ndarray]]:
     """Fine-tune every method x seed from ``start`` with anchors on pi*'s Far states ``data``;
     writes ``finetune_curves.npz``, ``summary.csv``, the plots and ``run_info.json``. Returns
     the ``(method, seed)`` labels and the curves."""
     key = jax.random.key(cfg.seed)
     anchors = far_anchors(cfg, config, pre, data)
     labels, states, coefs = run_grid(cfg, config, hyper, pre, jax.random.fold_in(key, 1))
-    log(f"[finetune] {len(labels)} runs x {cfg.finetune_steps} env steps from {start}, "
-        f"{cfg.num_envs} envs each")  # fmt: skip
-    _, curves, wall = train_runs(cfg, game, config, states, coefs, anchors, hyper,
-                                 start, cfg.finetune_steps, jax.random.fold_in(key, 2),
-                                 out_dir, "finetune", log)  # fmt: skip
+    log(
+        f"[finetune] {len(labels)} runs x {cfg.finetune_steps} env steps from {start}, "
+        f"{cfg.num_envs} envs each"
+    )
+    _, curves, wall = train_runs(
+        cfg,
+        game,
+        config,
+        states,
+        coefs,
+        anchors,
+        hyper,
+        start,
+        cfg.finetune_steps,
+        jax.random.fold_in(key, 2),
+        out_dir,
+        "finetune",
+        log,
+    )
     env = study_report.Stages(tuple(game.stages))
     rows = study_report.summarize(labels, curves, game.far_idx, env)
     results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
     study_report.plot_study(cfg, env, labels, curves, x, game.far_idx, out_dir)
-    results.write_json(out_dir / "run_info.json", {
-        **results.environment_info(), "wall_s": wall, "runs": len(labels), "labels": labels,
-        "env_steps_per_run": cfg.finetune_steps, "far_stages": list(game.far_idx),
-        "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall, **info,
-    })  # fmt: skip
+    results.write_json(
+        out_dir / "run_info.json",
+        {
+            **results.environment_info(),
+            "wall_s": wall,
+            "runs": len(labels),
+            "labels": labels,
+            "env_steps_per_run": cfg.finetune_steps,
+            "far_stages": list(game.far_idx),
+            "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall,
+            **info,
+        },
+    )
     for line in study_report.table(cfg, rows):
         log(line)
     log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
@@ -275,58 +333,14 @@ def finetune_study(cfg, game: HostGame, config, hyper, pre, data, start, out_dir
 
 def load_pretrained(cfg, config, out_dir: Path):
     """(path, checkpoint) of the pre-trained PPO policy: ``cfg.checkpoint`` or
-    ``<out>/../pretrain/policy``; a clear error when there is none."""
+    ``<out>/../pretrain/policy`` (a pre-train run folder stands for its ``policy``); a clear error
+    when there is none."""
     path = study.resolve_checkpoint(cfg.checkpoint, str(out_dir.parent / "pretrain" / "policy"))
+    if not (path / "meta.json").is_file() and (path / "policy" / "meta.json").is_file():
+        path = path / "policy"
     if not (path / "meta.json").is_file():
-        raise CheckpointError(f"no pre-trained policy at {str(path)!r}: run `fpc-jax pretrain` "
-                              "first or set checkpoint")  # fmt: skip
+        raise CheckpointError(
+            f"no pre-trained policy at {str(path)!r}: run `fpc-jax pretrain` "
+            "first or set checkpoint"
+        )
     return path, ppo_study.load_policy(path, config)
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
-
-
-def pretrain(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
-    """PPO from the Far starts (envs cycle through ``pretrain_starts``); writes ``out/policy``."""
-    out_dir = results.make_run_dir(out_dir)
-    cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
-    game = MontezumaGame(tuple(cfg.pretrain_starts))
-    key = jax.random.key(cfg.seed)
-    state = init_train_state(config, hyper, jax.random.fold_in(key, 0))
-    coefs = stack_runs([RetentionCoefs.preset("ft", family="ppo")])
-    anchors = placeholder_anchors(config, state.actor_params, state.critic_params, 1)
-    log(f"[pretrain] PPO from {list(cfg.pretrain_starts)}, {cfg.pretrain_steps} env steps")
-    states, curves, wall = train_runs(
-        cfg, game, config, stack_runs([state]), coefs, anchors, hyper, cfg.pretrain_starts,
-        cfg.pretrain_steps, jax.random.fold_in(key, 1), out_dir, "pretrain", log,
-    )  # fmt: skip
-    far = curves["eval/far_success"][:, 0]
-    per_room = dict(zip(cfg.pretrain_starts,
-                        curves["eval/stage_success"][-1, 0, list(game.far_idx)].tolist(),
-                        strict=True))  # fmt: skip
-    meta = {"env": ENV, "far_starts": list(cfg.pretrain_starts),
-            "pretrain_steps": cfg.pretrain_steps, "far_success_final": float(far[-1]),
-            "far_success": per_room}  # fmt: skip
-    ppo_study.save_policy(out_dir / "policy", jax.tree.map(lambda x: x[0], states), meta)
-    results.write_json(out_dir / "run_info.json", {**results.environment_info(), "wall_s": wall,
-                       **meta, "far_success_curve": far.tolist()})  # fmt: skip
-    log(f"[pretrain] {wall:.0f}s; pi* Far success {far[-1]:.3f} per room {per_room}")
-    return out_dir / "policy"
-
-
-def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
-    """Fine-tune every method x seed from the game start; writes summary.csv, curves, plots."""
-    out_dir = results.make_run_dir(out_dir)
-    cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
-    path, pre = load_pretrained(cfg, config, out_dir)
-    game = MontezumaGame(tuple(pre.meta.get("far_starts", cfg.pretrain_starts)))
-    n_data = max(cfg.bc_states, cfg.fisher_states)
-    log(f"[finetune] collecting {n_data} pi* states from {list(game.far_starts)} ...")
-    data = collect_states(cfg, game, config, pre.state, game.far_starts,
-                          jax.random.fold_in(jax.random.key(cfg.seed), 0), n_data)  # fmt: skip
-    finetune_study(cfg, game, config, hyper, pre.state, data, cfg.finetune_start, out_dir, log,
-                   {"checkpoint": str(path)})  # fmt: skip
-    return out_dir

@@ -12,8 +12,18 @@ from fpc_jax.experiments import ppo_study
 from fpc_jax.experiments.study_config import RetentionOverrides, check_methods_and_coefs, option
 
 HYPER_KEYS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
-POSITIVE = ("max_steps", "num_envs", "num_steps", "epochs", "minibatches", "eval_episodes",
-            "steps_per_chunk", "seeds", "bc_states", "fisher_states")  # fmt: skip
+POSITIVE = (
+    "max_steps",
+    "num_envs",
+    "num_steps",
+    "epochs",
+    "minibatches",
+    "eval_episodes",
+    "steps_per_chunk",
+    "seeds",
+    "bc_states",
+    "fisher_states",
+)
 
 
 @dataclasses.dataclass(frozen=True)

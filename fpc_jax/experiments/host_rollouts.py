@@ -40,9 +40,15 @@ def next_stage(stage_ids: np.ndarray, pos: np.ndarray, info: dict, done: np.ndar
 
 
 def evaluate_runs(
-    acting: Acting, actor_params: Any, seq: MetaWorldSequenceConfig, runs: int, episodes: int,
-    seed: int, workers: int = 0, policy: str = "deterministic",
-) -> dict[str, np.ndarray]:  # fmt: skip
+    acting: Acting,
+    actor_params: Any,
+    seq: MetaWorldSequenceConfig,
+    runs: int,
+    episodes: int,
+    seed: int,
+    workers: int = 0,
+    policy: str = "deterministic",
+) -> dict[str, np.ndarray]:
     """Success of every run: each stage alone (its head), and the whole sequence, for the
     ``policy`` of ``sac.train.EVAL_POLICIES`` (the same keys as ``sac.train.make_evaluate``)."""
     if policy not in EVAL_POLICIES:
@@ -79,8 +85,10 @@ def evaluate_runs(
 
     def one_mode(key: jax.Array | None) -> dict[str, np.ndarray]:
         keys = [None] * (k + 1) if key is None else list(jax.random.split(key, k + 1))
-        alone = np.stack([(play(single_stage_config(seq, s), seq.T, keys[s]) >= 1).mean(1)
-                          for s in range(k)], axis=1)  # fmt: skip
+        alone = np.stack(
+            [(play(single_stage_config(seq, s), seq.T, keys[s]) >= 1).mean(1) for s in range(k)],
+            axis=1,
+        )
         full = play(seq, k * seq.T, keys[k])
         return {
             "stage_success": alone,
@@ -110,21 +118,32 @@ def record(store: dict[str, list[np.ndarray]], obs, action, reward, info, shape)
 
 
 def to_batch(data: dict[str, np.ndarray]) -> Batch:
-    return Batch(**{f: jnp.asarray(data[f], jnp.int32 if f == "stage" else jnp.float32)
-                    for f in FIELDS})  # fmt: skip
+    return Batch(
+        **{f: jnp.asarray(data[f], jnp.int32 if f == "stage" else jnp.float32) for f in FIELDS}
+    )
 
 
 def collect_far_data(
-    acting: Acting, actor_params: Any, seq: MetaWorldSequenceConfig, far: tuple[int, ...],
-    n: int, seed: int, workers: int = 0, num_envs: int = 10,
-) -> Batch:  # fmt: skip
+    acting: Acting,
+    actor_params: Any,
+    seq: MetaWorldSequenceConfig,
+    far: tuple[int, ...],
+    n: int,
+    seed: int,
+    workers: int = 0,
+    num_envs: int = 10,
+) -> Batch:
     """``n`` transitions of pi* (sampled actions) on each Far stage run alone (equal shares)."""
     parts = []
     key = jax.random.key(seed)
     for j, s in enumerate(far):
         cfg = single_stage_config(seq, s)
-        vec = MetaWorldSequenceVec(config=cfg, num_envs=num_envs, seed=seed + 1000 * (j + 1),
-                                   workers=min(workers, num_envs))  # fmt: skip
+        vec = MetaWorldSequenceVec(
+            config=cfg,
+            num_envs=num_envs,
+            seed=seed + 1000 * (j + 1),
+            workers=min(workers, num_envs),
+        )
         want = -(-n // len(far))
         buf: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
         try:
@@ -132,10 +151,14 @@ def collect_far_data(
             stage = np.full(num_envs, cfg.stage_ids[0])
             while sum(len(x) for x in buf["obs"]) < want:
                 key, k = jax.random.split(key)
-                a = np.asarray(acting.sample(
-                    jax.tree.map(lambda x: x[None], actor_params), obs[None], stage[None],
-                    jax.random.split(k, num_envs)[None],
-                ))[0]  # fmt: skip
+                a = np.asarray(
+                    acting.sample(
+                        jax.tree.map(lambda x: x[None], actor_params),
+                        obs[None],
+                        stage[None],
+                        jax.random.split(k, num_envs)[None],
+                    )
+                )[0]
                 nxt, r, _, _, info = vec.step(a)
                 record(buf, obs, a, r, info, (num_envs,))
                 obs = nxt

@@ -1,5 +1,5 @@
 """Schema of ``configs/montezuma/*.yaml``: the FPC study with PPO on the real Montezuma's Revenge
-(run by ``fpc_jax.experiments.host_ppo``; docs/montezuma.md)."""
+(run by ``fpc_jax.experiments.montezuma_study``; docs/montezuma.md)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,12 @@ class MontezumaStudyConfig(HostPPOConfig):
 
 def network(cfg: MontezumaStudyConfig) -> PPOConfig:
     """Shared-head actor/critic MLPs on the RAM features (the policy sees no room id)."""
-    return PPOConfig(obs_dim=mz.RAM_SIZE, num_actions=mz.NUM_ACTIONS,
-                     hidden_sizes=tuple(cfg.hidden_sizes), activation=cfg.activation)  # fmt: skip
+    return PPOConfig(
+        obs_dim=mz.RAM_SIZE,
+        num_actions=mz.NUM_ACTIONS,
+        hidden_sizes=tuple(cfg.hidden_sizes),
+        activation=cfg.activation,
+    )
 
 
 def default_out(cfg: MontezumaStudyConfig, phase: str) -> str:

@@ -69,7 +69,7 @@ class NetHackStudyConfig(HostPPOConfig):
             bad.append("bot_first_seed: pi*'s BC games overlap the Far-start asset's seeds 1..64")
         try:
             nh.NetHackConfig(**self.env_config("far"))  # character, crop, far_depth, limits
-            from fpc_jax.envs.nle_bot import PrefixSet
+            from fpc_jax.envs.nle_prefixes import PrefixSet
 
             PrefixSet.load(self.prefixes or None).reaching(self.far_depth)
         except (ValueError, FileNotFoundError) as e:

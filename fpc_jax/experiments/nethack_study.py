@@ -24,7 +24,7 @@ import optax
 
 from fpc_jax.agents.ppo.networks import make_ppo_networks
 from fpc_jax.agents.ppo.update import PPOHyper, stack_runs, train_state_from_params
-from fpc_jax.envs import nle_nethack as nh
+from fpc_jax.envs.nle_vec import make_nethack
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import host_ppo, nethack_report, ppo_study, results
 from fpc_jax.experiments.checkpoint import CheckpointError
@@ -47,7 +47,7 @@ class NetHackGame:
         self.far_idx = (1,)
 
     def open(self, cfg, num_envs, seed, start, max_steps=None):
-        vec, _ = nh.make_nethack(
+        vec, _ = make_nethack(
             num_envs=num_envs,
             seed=seed,
             workers=min(cfg.workers, num_envs),
@@ -198,7 +198,7 @@ def clone_bot(cfg: NetHackStudyConfig, config, key, log=print) -> tuple[dict, di
 def bot_far_reference(cfg: NetHackStudyConfig) -> dict[str, float]:
     """The bot itself on the Far set, from the asset's own games: the fraction of entries that
     reach Dlvl ``far_depth`` and then ``far_depth + 1`` within ``eval_max_steps`` more actions."""
-    from fpc_jax.envs.nle_bot import PrefixSet
+    from fpc_jax.envs.nle_prefixes import PrefixSet
 
     p = PrefixSet.load(cfg.prefixes or None)
     at, nxt = p.first_step[cfg.far_depth], p.first_step.get(cfg.far_depth + 1)

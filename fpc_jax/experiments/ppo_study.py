@@ -91,9 +91,10 @@ class PPOStudyConfig(RetentionOverrides):
         "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
     )
     finetune_steps: int = option(
-        131_072, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        131_072,
+        "env steps of fine-tuning per run (raise it to extend a finished run)",
         resume_extend=True,
-    )  # fmt: skip
+    )
     methods: tuple[str, ...] = option(("ft", "ks", "bc", "ewc", "scratch"), "retention methods")
     seeds: int = option(5, "seeds per method")
     seed: int = option(0, "base PRNG seed")
@@ -102,9 +103,10 @@ class PPOStudyConfig(RetentionOverrides):
     bc_kl_direction: float = option(0.0, "0: KL(teacher||student) (default); 1: reverse")
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
     min_pretrain_success: float = option(
-        0.5, "warn (and record it) when pi*'s success on a Far room alone is below this",
+        0.5,
+        "warn (and record it) when pi*'s success on a Far room alone is below this",
         resume_omit_default=True,
-    )  # fmt: skip
+    )
 
     uses_em = False  # PPO has no replay buffer: EM is refused by validate()
 
@@ -112,8 +114,18 @@ class PPOStudyConfig(RetentionOverrides):
         bad = check_methods_and_coefs(self, has_replay=False)
         if self.env not in PPO_ENVS:
             bad.append(f"unknown env {self.env!r}; this study runs {list(PPO_ENVS)}")
-        for k in ("T", "seeds", "num_envs", "num_steps", "epochs", "minibatches",
-                  "eval_episodes", "steps_per_chunk", "bc_states", "fisher_states"):  # fmt: skip
+        for k in (
+            "T",
+            "seeds",
+            "num_envs",
+            "num_steps",
+            "epochs",
+            "minibatches",
+            "eval_episodes",
+            "steps_per_chunk",
+            "bc_states",
+            "fisher_states",
+        ):
             if getattr(self, k) < 1:
                 bad.append(f"{k} must be >= 1")
         rollout = self.num_envs * self.num_steps
@@ -125,8 +137,16 @@ class PPOStudyConfig(RetentionOverrides):
             bad.append("pretrain_steps must be a multiple of steps_per_chunk (0: no pre-training)")
         if not self.lr > 0 or not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             bad.append("need lr > 0 and gamma, gae_lambda in [0, 1]")
-        for k in ("ent_coef", "vf_coef", "clip_eps", "max_grad_norm", "beta", "key_reward",
-                  "ext_coef", "int_coef"):  # fmt: skip
+        for k in (
+            "ent_coef",
+            "vf_coef",
+            "clip_eps",
+            "max_grad_norm",
+            "beta",
+            "key_reward",
+            "ext_coef",
+            "int_coef",
+        ):
             if not getattr(self, k) >= 0:
                 bad.append(f"{k} must be >= 0")
         if self.eval_mode not in ("sample", "greedy"):
@@ -154,8 +174,12 @@ def _config_from_dict(d: dict[str, Any]) -> PPOConfig:
 
 def save_policy(path: Path, state: PPOTrainState, meta: dict[str, Any]) -> Path:
     """Write an unbatched PPO train state and ``meta`` to ``path`` (replaced if it exists)."""
-    full = {"format_version": ckpt.FORMAT_VERSION, "kind": PPO.kind,
-            "ppo_config": _config_to_dict(state.config), **meta}  # fmt: skip
+    full = {
+        "format_version": ckpt.FORMAT_VERSION,
+        "kind": PPO.kind,
+        "ppo_config": _config_to_dict(state.config),
+        **meta,
+    }
     return ckpt.write_state_dir(path, state, full)  # multi-process: docs/multihost.md
 
 
@@ -226,10 +250,17 @@ class _PPOAgent:
 
     def hyper(self, cfg: PPOStudyConfig, config: PPOConfig) -> PPOHyper:
         return PPOHyper.create(
-            lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_eps=cfg.clip_eps,
-            ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-            ext_coef=cfg.ext_coef, int_coef=cfg.int_coef, gamma_int=cfg.gamma_int,
-        )  # fmt: skip
+            lr=cfg.lr,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_eps=cfg.clip_eps,
+            ent_coef=cfg.ent_coef,
+            vf_coef=cfg.vf_coef,
+            max_grad_norm=cfg.max_grad_norm,
+            ext_coef=cfg.ext_coef,
+            int_coef=cfg.int_coef,
+            gamma_int=cfg.gamma_int,
+        )
 
     def loop_static(self, cfg: PPOStudyConfig, phase: str) -> LoopStatic:
         return LoopStatic(
@@ -250,10 +281,13 @@ class _PPOAgent:
     def make_diagnose(self, config: PPOConfig):
         diagnose = make_diagnose(config)
         return lambda run, anchors, pool: diagnose(run.ppo, anchors, pool)
+
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
+
     def make_anchors(self, cfg, config, actor, critic, bc_obs, bc_stage, f_obs, f_stage):
         return make_anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage)
+
     save_policy = staticmethod(save_policy)
     load_policy = staticmethod(load_policy)
 
@@ -284,8 +318,11 @@ def pretrain(cfg: PPOStudyConfig, out_dir: str | Path, log=print) -> Path:
 
 
 def finetune(
-    cfg: PPOStudyConfig, out_dir: str | Path, log=print, mesh: Any = None,
+    cfg: PPOStudyConfig,
+    out_dir: str | Path,
+    log=print,
+    mesh: Any = None,
     stop_after: int | None = None,
-) -> Path | None:  # fmt: skip
+) -> Path | None:
     """Fine-tune every method x seed from the pre-trained checkpoint; write results in out_dir."""
     return study.finetune(cfg, PPO, out_dir, log=log, mesh=mesh, stop_after=stop_after)

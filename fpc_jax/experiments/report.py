@@ -21,8 +21,12 @@ from fpc_jax.experiments.bootstrap import ReportError, _seed, bootstrap_ci, iqm,
 
 __all__ = ["ReportError", "bootstrap_ci", "iqm", "mean", "merge", "report"]
 
-SEQUENCE_METRICS = ("far_success_min", "far_success_final", "close_success_final",
-                    "full_success_final")  # fmt: skip
+SEQUENCE_METRICS = (
+    "far_success_min",
+    "far_success_final",
+    "close_success_final",
+    "full_success_final",
+)
 APPLE_METRICS = ("forgetting", "final_success")
 METRICS = SEQUENCE_METRICS + APPLE_METRICS
 CURVES_FILES = ("finetune_curves.npz", "sweep_curves.npz")  # study/host_ppo, robotic_sequence
@@ -134,8 +138,10 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
     elif {"method", "seed"} <= set(cols):
         kind, need = "sequence", SEQUENCE_METRICS
     else:
-        raise ReportError(f"{summary}: neither a study (method, seed, ...) nor an apple "
-                          f"(M, c, seed, ...) summary; columns {cols}")  # fmt: skip
+        raise ReportError(
+            f"{summary}: neither a study (method, seed, ...) nor an apple "
+            f"(M, c, seed, ...) summary; columns {cols}"
+        )
     missing = [c for c in need if c not in cols]
     if missing:
         raise ReportError(f"{summary}: missing columns {missing}")
@@ -148,12 +154,22 @@ def load_dir(run_dir: str | Path, order: int = 0) -> tuple[str, list[Run], dict]
     runs = []
     for i, r in enumerate(rows):
         if r.get("nonfinite_at") not in (None, ""):
-            print(f"[report] warning: {summary}: run {r['method']} seed {r['seed']} became "
-                  f"non-finite in chunk {r['nonfinite_at']}; left out", file=sys.stderr)
+            print(
+                f"[report] warning: {summary}: run {r['method']} seed {r['seed']} became "
+                f"non-finite in chunk {r['nonfinite_at']}; left out",
+                file=sys.stderr,
+            )
             continue
         method = r["method"] if kind == "sequence" else f"M={r['M']}, c={r['c']}"
-        run = Run(method, int(float(r["seed"])), {c: _float(r.get(c)) for c in need}, summary,
-                  steps, order, int(cfg.get("seed") or 0))  # fmt: skip
+        run = Run(
+            method,
+            int(float(r["seed"])),
+            {c: _float(r.get(c)) for c in need},
+            summary,
+            steps,
+            order,
+            int(cfg.get("seed") or 0),
+        )
         if curves is not None:
             j = labels.index((run.method, run.seed)) if (run.method, run.seed) in labels else i
             x, stage, solved, diag = curves
@@ -186,32 +202,41 @@ def merge(run_dirs: Sequence[str | Path]) -> Study:
         configs[str(d)] = cfg
         kinds.setdefault(kind, str(d))
         if len(kinds) > 1:
-            raise ReportError(f"cannot mix an apple summary with a sequence study: "
-                              f"{kinds['apple']} vs {kinds['sequence']}")  # fmt: skip
+            raise ReportError(
+                f"cannot mix an apple summary with a sequence study: "
+                f"{kinds['apple']} vs {kinds['sequence']}"
+            )
         for r in runs:
             old = kept.get((r.method, r.base, r.seed))
             if old is not None:
                 new_wins = (r.env_steps, r.order) >= (old.env_steps, old.order)
                 win, lose = (r, old) if new_wins else (old, r)
                 why = "more env steps" if win.env_steps != lose.env_steps else "later given"
-                notes.append(f"{r.method} seed {r.seed} (base seed {r.base}): kept "
-                             f"{win.source.parent} ({win.env_steps:.0f} env steps), dropped "
-                             f"{lose.source.parent} ({lose.env_steps:.0f}); {why}")  # fmt: skip
+                notes.append(
+                    f"{r.method} seed {r.seed} (base seed {r.base}): kept "
+                    f"{win.source.parent} ({win.env_steps:.0f} env steps), dropped "
+                    f"{lose.source.parent} ({lose.env_steps:.0f}); {why}"
+                )
                 r = win
             kept[(r.method, r.base, r.seed)] = r
     if not kept:
         raise ReportError(f"no runs (empty method set) in {', '.join(map(str, run_dirs))}")
     runs = sorted(kept.values(), key=lambda r: (r.order, r.seed))
-    first = {m: i for i, m in enumerate(dict.fromkeys(r.method for r in sorted(
-        kept.values(), key=lambda r: r.order)))}  # fmt: skip
+    first = {
+        m: i
+        for i, m in enumerate(
+            dict.fromkeys(r.method for r in sorted(kept.values(), key=lambda r: r.order))
+        )
+    }
     runs.sort(key=lambda r: (first[r.method], r.base, r.seed))
     cfg0 = next((c for c in configs.values() if c), {})
     for d, c in configs.items():
-        diff = sorted(k for k in set(c) & set(cfg0) if k not in LENGTH_FIELDS
-                      and c[k] != cfg0[k])  # fmt: skip
+        diff = sorted(k for k in set(c) & set(cfg0) if k not in LENGTH_FIELDS and c[k] != cfg0[k])
         if diff:
-            notes.append(f"{d}: config differs from the first dir's in {', '.join(diff)} "
-                         "(merged by method label all the same)")  # fmt: skip
+            notes.append(
+                f"{d}: config differs from the first dir's in {', '.join(diff)} "
+                "(merged by method label all the same)"
+            )
     names, far = tuple(cfg0.get("tasks") or ()), tuple(cfg0.get("far_tasks") or ())
     return Study(next(iter(kinds)), runs, notes, names, far)
 
@@ -229,101 +254,29 @@ def markdown(study: Study, rows: list[dict], metrics: Sequence[str], reps: int) 
         cells = [m, str(n)]
         for k in metrics:
             r = by[(m, k)]
-            cells += [_cell(r["iqm"], r["iqm_lo"], r["iqm_hi"]),
-                      "n/a" if math.isnan(r["mean"]) else f"{r['mean']:.3f}"]  # fmt: skip
+            cells += [
+                _cell(r["iqm"], r["iqm_lo"], r["iqm_hi"]),
+                "n/a" if math.isnan(r["mean"]) else f"{r['mean']:.3f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     sources = sorted({str(r.source.parent) for r in study.runs})
-    lines += ["", f"IQM: mean of the middle 50% of runs; 90% percentile stratified bootstrap CI "
-              f"over runs ({reps} resamples). Runs from: {', '.join(sources)}."]  # fmt: skip
+    lines += [
+        "",
+        f"IQM: mean of the middle 50% of runs; 90% percentile stratified bootstrap CI "
+        f"over runs ({reps} resamples). Runs from: {', '.join(sources)}.",
+    ]
     lines += [f"- {n}" for n in study.notes]
     return "\n".join(lines) + "\n"
 
 
-def plot_bars(study: Study, rows: list[dict], metrics: Sequence[str], path: Path) -> None:
-    """Figure 7 of Agarwal et al. 2021: per metric a panel, per method a bar at the IQM with its
-    90% CI as a whisker."""
-    from fpc_jax.experiments import plotting  # matplotlib only when drawing: cli imports METRICS
-
-    methods = study.methods
-    fig, axes = plotting.figure(len(metrics), width=3.4, height=0.6 + 0.45 * len(methods))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    by = {(r["method"], r["metric"]): r for r in rows}
-    ys = np.arange(len(methods))[::-1]
-    for ax, k in zip(axes[0], metrics, strict=True):
-        for y, m in zip(ys, methods, strict=True):
-            r = by[(m, k)]
-            if math.isnan(r["iqm"]):
-                ax.text(0.02, y, "n/a", va="center", fontsize=8)
-                continue
-            err = [[r["iqm"] - r["iqm_lo"]], [r["iqm_hi"] - r["iqm"]]]
-            ax.barh(y, r["iqm"], color=colors[m], alpha=0.75, height=0.7)
-            ax.errorbar(r["iqm"], y, xerr=err, color="k", capsize=3, linewidth=1)
-            ax.text(r["iqm_hi"] + 0.02, y, f"{r['iqm']:.2f}", va="center", fontsize=7)
-        title = TITLES[k] if k in APPLE_METRICS else f"{TITLES[k]}\n({k})"
-        ax.set(title=title, xlim=(0, 1.18), xlabel="IQM (90% CI)")
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ticks = [f"{m} ({by[(m, k)]['n']})" for m in methods]
-        ax.set_yticks(ys, ticks if ax is axes[0, 0] else [""] * len(methods))
-        ax.grid(axis="x", alpha=0.3)
-    n = len(study.runs)
-    fig.suptitle(f"IQM per method (runs) over {n} runs, 90% stratified bootstrap CI", fontsize=10)
-    plotting.save(fig, path)
-
-
-def plot_curves(study: Study, reps: int, seed: int, path: Path) -> tuple[bool, list[str]]:
-    """Per-stage success over env steps (IQM and 90% bootstrap band per method, on the eval grid
-    of each method's shortest run), plus the whole-sequence success; returns (drawn, notes on
-    runs without curves)."""
-    from matplotlib import ticker
-
-    from fpc_jax.experiments import plotting
-
-    have = [r for r in study.runs if r.stages is not None]
-    if not have:
-        return False, [f"no {' or '.join(CURVES_FILES)} in any dir: no fig_curves.png"]
-    notes = sorted({f"no curves in {r.source.parent}: its runs are not in fig_curves.png"
-                    for r in study.runs if r.stages is None})  # fmt: skip
-    heads = {r.stages.shape[1] for r in have}
-    if len(heads) > 1:
-        raise ReportError(f"curves with different stage counts {sorted(heads)} cannot be merged")
-    k = heads.pop()
-    names = study.stage_names if len(study.stage_names) == k else tuple(f"stage {s}" for s in
-                                                                        range(k))  # fmt: skip
-    fig, axes = plotting.figure(k + 2, width=3.4, height=3.0)
-    for i, m in enumerate(study.methods):
-        sel = [r for r in have if r.method == m]
-        if not sel:
-            continue
-        for s in range(k + 1):
-            ys = [(r.x, r.stages[:, s] if s < k else r.all_solved) for r in sel]
-            grid = min((x for x, _ in ys), key=lambda x: x[-1])  # the shortest run's evals
-            if s == 0 and any(x[-1] > grid[-1] for x, _ in ys):
-                notes.append(f"{m}: curves cut at {grid[-1]:.0f} env steps, its shortest run")
-            arr = np.stack([np.interp(grid, x, y) for x, y in ys])
-            if not np.isfinite(arr).all():
-                continue
-            p, lo, hi = bootstrap_ci(arr, iqm, reps, _seed(seed, m, str(s)))
-            ax = axes[0, s]
-            ax.plot(grid, p, color=f"C{i % 10}", label=f"{m} ({len(sel)})")
-            ax.fill_between(grid, lo, hi, color=f"C{i % 10}", alpha=0.2, linewidth=0)
-    for s, ax in enumerate(axes[0, : k + 1]):
-        far = " [Far]" if s < k and names[s] in study.far_names else ""
-        title = f"{names[s]}{far} alone" if s < k else "whole sequence: all stages solved"
-        ax.set(title=title, xlabel="env steps", ylim=(-0.05, 1.05))
-        ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("success (IQM, 90% CI)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    axes[0, k + 1].axis("off")
-    axes[0, k + 1].legend(handles, labels, title="method (runs)", loc="center left", fontsize=8)
-    fig.suptitle("Success during fine-tuning per method: IQM over runs, 90% bootstrap band",
-                 fontsize=10)  # fmt: skip
-    plotting.save(fig, path)
-    return True, notes
-
-
-def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[str] | None = None,
-           reps: int = 2000, seed: int = 0, log=print) -> Path:  # fmt: skip
+def report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    metrics: Sequence[str] | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+    log=print,
+) -> Path:
     """Merge ``run_dirs`` and write report.md, report.csv, fig_bars.png, fig_curves.png in
     ``out`` (fig_curves.png only where some dir has curves)."""
     if reps < 1:
@@ -333,11 +286,15 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[st
     metrics = list(dict.fromkeys(metrics or own))
     wrong = [m for m in metrics if m not in own]
     if wrong:
-        raise ReportError(f"--metric {', '.join(wrong)} is not a metric of this {study.kind} study "
-                          f"({', '.join(own)})")  # fmt: skip
+        raise ReportError(
+            f"--metric {', '.join(wrong)} is not a metric of this {study.kind} study "
+            f"({', '.join(own)})"
+        )
     out = results.make_run_dir(out)
     for stale in ("fig_curves.png", "fig_diagnostics.png"):  # from an earlier report
         (out / stale).unlink(missing_ok=True)
+    from fpc_jax.experiments.report_plots import plot_bars, plot_curves  # matplotlib when drawing
+
     rows = aggregate(study, metrics, reps, seed)
     results.write_csv(out / "report.csv", rows, CSV_COLUMNS)
     plot_bars(study, rows, metrics, out / "fig_bars.png")
@@ -353,6 +310,8 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, metrics: Sequence[st
     (out / "report.md").write_text(markdown(study, rows, metrics, reps))
     for n in study.notes:
         log(f"[report] {n}")
-    log(f"[report] {len(study.runs)} runs, {len(study.methods)} methods; wrote "
-        f"{', '.join(str(out / w) for w in written)}")  # fmt: skip
+    log(
+        f"[report] {len(study.runs)} runs, {len(study.methods)} methods; wrote "
+        f"{', '.join(str(out / w) for w in written)}"
+    )
     return out

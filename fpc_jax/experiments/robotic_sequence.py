@@ -74,9 +74,10 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
         0, "unused here (the Far policy is an asset)", resume_extend=True
     )
     finetune_steps: int = study_config.option(
-        1_000_000, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        1_000_000,
+        "env steps of fine-tuning per run (raise it to extend a finished run)",
         resume_extend=True,
-    )  # fmt: skip
+    )
     finetune_start_steps: int = study_config.option(0, "uniform-random env steps at the start")
 
     def validate(self) -> None:
@@ -105,8 +106,9 @@ class RoboticSequenceConfig(study_config.SACStudyConfig):
 # Loading the Far policy into a sequence with possibly different heads
 
 
-def _remap_head(leaf: jax.Array, fresh: jax.Array, mapping: dict[int, int], per_head: int,
-                axis: int) -> jax.Array:  # fmt: skip
+def _remap_head(
+    leaf: jax.Array, fresh: jax.Array, mapping: dict[int, int], per_head: int, axis: int
+) -> jax.Array:
     """Copy head blocks ``old -> new`` along the output ``axis`` (blocks of ``per_head``)."""
     out = np.array(fresh)
     old = np.asarray(leaf)
@@ -144,8 +146,9 @@ def remap_heads(
     keep = [j for j, t in enumerate(tasks) if t in trained]
 
     def actor(p, f):
-        head = {k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1)
-                for k in p["head"]}  # fmt: skip
+        head = {
+            k: _remap_head(p["head"][k], f["head"][k], mapping, 2 * ACT_DIM, -1) for k in p["head"]
+        }
         return {**p, "head": head}
 
     def critic(p, f):
@@ -193,31 +196,44 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SweepRuns:
     """Everything a sweep needs before stepping: the Far policy mapped onto ``cfg.tasks``, pi*'s
     Far data and the retention anchors, and the stacked per-run SAC states, buffers and coefs."""
     k_heads = len(cfg.tasks)
-    config = SACConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, num_heads=k_heads,
-                       hidden_sizes=tuple(cfg.hidden_sizes),
-                       first_activation=cfg.first_activation,
-                       hidden_activation=cfg.hidden_activation,
-                       batch_size=cfg.batch_size)  # fmt: skip
+    config = SACConfig(
+        obs_dim=OBS_DIM,
+        act_dim=ACT_DIM,
+        num_heads=k_heads,
+        hidden_sizes=tuple(cfg.hidden_sizes),
+        first_activation=cfg.first_activation,
+        hidden_activation=cfg.hidden_activation,
+        batch_size=cfg.batch_size,
+    )
     hyper = sac_study.sac_hyper(cfg, ACT_DIM)
     path = study.resolve_checkpoint(cfg.checkpoint, "")
     stored = ckpt.read_meta(path)
-    pre = ckpt.load_policy(path, expected=dataclasses.replace(
-        config, num_heads=stored["sac_config"]["num_heads"]))  # fmt: skip
+    pre = ckpt.load_policy(
+        path, expected=dataclasses.replace(config, num_heads=stored["sac_config"]["num_heads"])
+    )
     key = jax.random.key(cfg.seed)
     actor0, critic0, target0, log_alpha0 = remap_heads(
         pre, config, hyper, tuple(cfg.tasks), key, cfg.new_critic_heads
     )
-    seq = MetaWorldSequenceConfig(tasks=tuple(cfg.tasks), T=cfg.T, beta=cfg.beta,
-                                  randomization=cfg.randomization)  # fmt: skip
+    seq = MetaWorldSequenceConfig(
+        tasks=tuple(cfg.tasks), T=cfg.T, beta=cfg.beta, randomization=cfg.randomization
+    )
     far = cfg.far_stages
     acting = Acting(config)
     n_data = max(cfg.bc_states, cfg.em_transitions, cfg.fisher_states)
     log(f"[sweep] collecting {n_data} pi* transitions on {list(cfg.far_tasks)} ...")
     data = collect_far_data(acting, actor0, seq, far, n_data, cfg.seed, cfg.workers)
     fi = fisher_sample(len(data.obs), cfg.fisher_states, cfg.seed)  # every Far task (CW)
-    anchors = make_anchors(config, actor0, critic0, data.obs[: cfg.bc_states],
-                           data.stage[: cfg.bc_states], data.obs[fi], data.stage[fi],
-                           fisher_mean=cfg.ewc_fisher_mean)  # fmt: skip
+    anchors = make_anchors(
+        config,
+        actor0,
+        critic0,
+        data.obs[: cfg.bc_states],
+        data.stage[: cfg.bc_states],
+        data.obs[fi],
+        data.stage[fi],
+        fisher_mean=cfg.ewc_fisher_mean,
+    )
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
     slots, em_reserved = study_config.replay_layout(cfg)
     labels, sacs, bufs, coef_list = [], [], [], []
@@ -230,8 +246,12 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SweepRuns:
             else:
                 sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
                 sac = sac.replace(target_critic_params=target0)
-            buf = buffer_init(slots, transition_example(OBS_DIM, ACT_DIM), em_reserved,
-                              study_config.ring_limit(cfg, method))  # fmt: skip
+            buf = buffer_init(
+                slots,
+                transition_example(OBS_DIM, ACT_DIM),
+                em_reserved,
+                study_config.ring_limit(cfg, method),
+            )
             if terms.method(base).reserves_replay:
                 buf = buffer_fill_reserved(buf, em)
             labels.append((method, s))
@@ -239,11 +259,19 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SweepRuns:
             bufs.append(buf)
             coef_list.append(cfg.coefs(method))
     return SweepRuns(
-        config=config, seq=seq, acting=acting, sac=runs_axis.stack(sacs), buf=runs_axis.stack(bufs),
-        anchors=anchors, coefs=runs_axis.stack(coef_list), hyp=runs_axis.bcast(hyper, len(labels)),
-        key=key, labels=labels, far=far,
+        config=config,
+        seq=seq,
+        acting=acting,
+        sac=runs_axis.stack(sacs),
+        buf=runs_axis.stack(bufs),
+        anchors=anchors,
+        coefs=runs_axis.stack(coef_list),
+        hyp=runs_axis.bcast(hyper, len(labels)),
+        key=key,
+        labels=labels,
+        far=far,
         random_steps=np.array([study_config.start_steps(cfg, m) for m, _ in labels]),
-    )  # fmt: skip
+    )
 
 
 def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
@@ -269,10 +297,24 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
         )
         start, step = int(info["chunks_done"]), int(info["step"])
         log(f"[sweep] resuming after chunk {start}/{n_chunks} (episodes in flight restart)")
-    log(f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
-        f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs")  # fmt: skip
-    loop = HostLoop(cfg, config, seq, acting, sac, buf, anchors, coefs, hyp, key, runs,
-                    random_steps=r.random_steps)  # fmt: skip
+    log(
+        f"[sweep] {runs} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
+        f"{cfg.finetune_steps} env steps on {runs * e} Meta-World envs"
+    )
+    loop = HostLoop(
+        cfg,
+        config,
+        seq,
+        acting,
+        sac,
+        buf,
+        anchors,
+        coefs,
+        hyp,
+        key,
+        runs,
+        random_steps=r.random_steps,
+    )
     diagnose = chunks.compiled_diagnose(make_diagnose, config)
     loop.step = step
     bar = tqdm.tqdm(total=cfg.finetune_steps, unit="step", desc="[sweep] env steps/run")
@@ -282,12 +324,21 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             if c > start:
                 info = {"chunks_done": c, "step": loop.step, "resume_key": resume_key}
                 ckpt.save_runs(state_dir, (loop.sac, loop.buf, loop.key), info)
-            ev = evaluate_runs(acting, loop.sac.actor_params, seq, runs, cfg.eval_episodes,
-                               seed=10_000 + c, workers=cfg.workers,
-                               policy=cfg.eval_policy)  # fmt: skip
+            ev = evaluate_runs(
+                acting,
+                loop.sac.actor_params,
+                seq,
+                runs,
+                cfg.eval_episodes,
+                seed=10_000 + c,
+                workers=cfg.workers,
+                policy=cfg.eval_policy,
+            )
             diag = jax.device_get(diagnose(loop.sac, anchors, jnp.asarray(far)))
-            history.append({f"eval/{k}": v for k, v in ev.items()}
-                           | {f"diag/{k}": np.asarray(v) for k, v in diag.items()})  # fmt: skip
+            history.append(
+                {f"eval/{k}": v for k, v in ev.items()}
+                | {f"diag/{k}": np.asarray(v) for k, v in diag.items()}
+            )
             results.savez(curves_path, **chunks._stack(history))
             rows = study_report.summarize(labels, chunks._stack(history), far, stages)
             results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
@@ -300,16 +351,20 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
             history[-1].update(loop.train_stats())  # this row: eval before the chunk, its training
             results.savez(curves_path, **chunks._stack(history))
     except KeyboardInterrupt:
-        raise ckpt.RunInterrupted(f"interrupted after chunk {c}/{n_chunks}; the same command "
-                                  "resumes") from None  # fmt: skip
+        raise ckpt.RunInterrupted(
+            f"interrupted after chunk {c}/{n_chunks}; the same command resumes"
+        ) from None
     finally:
         bar.close()
         loop.close()
     curves = chunks._stack(history)
     wall = time.perf_counter() - t0
     # pi*'s own Far success: the first evaluation of the runs that start from it
-    pre = [i for i, (m, _) in enumerate(labels)
-           if not terms.method(study_config.parse_method(m)[0]).random_init]  # fmt: skip
+    pre = [
+        i
+        for i, (m, _) in enumerate(labels)
+        if not terms.method(study_config.parse_method(m)[0]).random_init
+    ]
     far_pre = curves["eval/stage_success"][0, pre][:, list(far)].mean(0).tolist() if pre else None
     warning = study.weak_pretrain(cfg, far_pre, [cfg.tasks[k] for k in far])
     if warning:
@@ -318,12 +373,20 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
     study_report.plot_study(cfg, stages, labels, curves, x, far, out_dir)
-    results.write_json(out_dir / "run_info.json", {
-        **results.environment_info(), "wall_s": wall, "runs": runs, "labels": labels,
-        **({"pretrain_warning": warning} if warning else {}),
-        "env_steps_per_run": cfg.finetune_steps, "envs_per_run": e, "far_stages": list(far),
-        "agent_steps_per_s": runs * cfg.finetune_steps / wall,
-    })  # fmt: skip
+    results.write_json(
+        out_dir / "run_info.json",
+        {
+            **results.environment_info(),
+            "wall_s": wall,
+            "runs": runs,
+            "labels": labels,
+            **({"pretrain_warning": warning} if warning else {}),
+            "env_steps_per_run": cfg.finetune_steps,
+            "envs_per_run": e,
+            "far_stages": list(far),
+            "agent_steps_per_s": runs * cfg.finetune_steps / wall,
+        },
+    )
     for line in study_report.table(cfg, rows):
         log(line)
     log(f"[sweep] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")

@@ -151,18 +151,25 @@ class _SACAgent:
     def make_diagnose(self, config: SACConfig):
         diagnose = make_diagnose(config)
         return lambda run, anchors, pool: diagnose(run.sac, anchors, pool)
+
     make_policy = staticmethod(make_policy)
     init_state = staticmethod(init_train_state)
-    def make_anchors(self, cfg: SACStudyConfig, config, actor, critic, bc_obs, bc_stage, f_obs,
-                     f_stage):  # fmt: skip
-        return make_anchors(config, actor, critic, bc_obs, bc_stage, f_obs, f_stage,
-                            fisher_mean=cfg.ewc_fisher_mean)  # fmt: skip
+
+    def make_anchors(
+        self, cfg: SACStudyConfig, config, actor, critic, bc_obs, bc_stage, f_obs, f_stage
+    ):
+        return make_anchors(
+            config, actor, critic, bc_obs, bc_stage, f_obs, f_stage, fisher_mean=cfg.ewc_fisher_mean
+        )
 
     def start_state(self, cfg: SACStudyConfig, config, hyper, pre, far) -> SACTrainState:
         sac = train_state_from_params(
-            config, hyper, pre.state.actor_params, pre.state.critic_params,
+            config,
+            hyper,
+            pre.state.actor_params,
+            pre.state.critic_params,
             log_alpha=pre.state.log_alpha,
-        )  # fmt: skip
+        )
         sac = sac.replace(target_critic_params=pre.state.target_critic_params)
         if cfg.new_critic_heads == "zero":
             sac = sac.replace(
@@ -175,10 +182,14 @@ class _SACAgent:
         """A run; a fine-tuning ``method`` of ``cfg`` sets its random start steps and its replay
         ring (``study_config.start_steps``, ``ring_limit``), pre-training keeps ``static``'s."""
         em = Batch(**em) if em is not None else None
-        per_run = {} if method is None else {
-            "random_steps": study_config.start_steps(cfg, method),
-            "ring_limit": study_config.ring_limit(cfg, method),
-        }  # fmt: skip
+        per_run = (
+            {}
+            if method is None
+            else {
+                "random_steps": study_config.start_steps(cfg, method),
+                "ring_limit": study_config.ring_limit(cfg, method),
+            }
+        )
         return init_run_state(env, static, state, params, pool, key, em_transitions=em, **per_run)
 
     def train_state(self, runs) -> SACTrainState:

@@ -68,7 +68,9 @@ class StudyAgent(Protocol):
     def make_policy(self, config: Any) -> tuple[Any, Any]: ...
     def init_state(self, config: Any, hyper: Any, key: jax.Array) -> Any: ...
     def start_state(self, cfg: Any, config: Any, hyper: Any, pre: Any, far: tuple) -> Any: ...
-    def init_run(self, env, static, state, params, pool, key, em=None, cfg=None, method=None) -> Any: ...  # noqa: E501
+    def init_run(
+        self, env, static, state, params, pool, key, em=None, cfg=None, method=None
+    ) -> Any: ...
     def train_state(self, runs: Any) -> Any: ...
     def make_anchors(self, cfg, config, actor, critic, bc_obs, bc_stage, f_obs, f_stage) -> Any: ...
     def null_anchors(self, config: Any, state: Any) -> Any: ...
@@ -204,27 +206,50 @@ def pretrain(cfg: Any, agent: StudyAgent, out_dir: str | Path, log=print) -> Pat
     far_names = [env.stage_names[k] for k in env.far_stages]
     log(f"[pretrain] {agent.family} on Far stages {far_names} for {cfg.pretrain_steps} env steps")
     runs, curves, timing = run_chunks(
-        env=env, static=static, config=config, runs=runs,
-        anchors=agent.null_anchors(config, state), coefs=bcast(RetentionCoefs.create(), 1),
-        hyper=bcast(hyper, 1), params=params, stage_pool=pool,
-        total_steps=cfg.pretrain_steps, out_dir=out_dir, tag="pretrain",
-        resume_key=cfglib.resume_key(cfg), extendable=cfglib.resume_extendable(cfg),
-        checkpoint_every=cfg.checkpoint_every, log=log, make_chunk=agent.make_chunk,
-    )  # fmt: skip
+        env=env,
+        static=static,
+        config=config,
+        runs=runs,
+        anchors=agent.null_anchors(config, state),
+        coefs=bcast(RetentionCoefs.create(), 1),
+        hyper=bcast(hyper, 1),
+        params=params,
+        stage_pool=pool,
+        total_steps=cfg.pretrain_steps,
+        out_dir=out_dir,
+        tag="pretrain",
+        resume_key=cfglib.resume_key(cfg),
+        extendable=cfglib.resume_extendable(cfg),
+        checkpoint_every=cfg.checkpoint_every,
+        log=log,
+        make_chunk=agent.make_chunk,
+    )
     state = jax.tree.map(lambda x: x[0], agent.train_state(runs))
     far = curves["eval/stage_success"][-1, 0, list(env.far_stages)]
     warning = weak_pretrain(cfg, far.tolist(), far_names)
     backend = getattr(cfg, "backend", "")
     backend = {"backend": backend, "tasks": list(env.stage_names)} if backend else {}
-    policy = agent.save_policy(out_dir / "policy", state, {
-        "env": cfg.env, **backend,
-        "stage_names": list(env.stage_names), "far_stages": list(env.far_stages),
-        "T": cfg.T, "pretrain_steps": cfg.pretrain_steps, "seed": cfg.seed,
-        "far_success": far.tolist(), "wall_s": timing["wall_s"],
-        "device": jax.devices()[0].device_kind, **({"warning": warning} if warning else {}),
-    })  # fmt: skip
-    log(f"[pretrain] Far-stage success alone: {np.round(far, 3).tolist()}; wrote {policy} "
-        f"({timing['wall_s']:.0f}s)")  # fmt: skip
+    policy = agent.save_policy(
+        out_dir / "policy",
+        state,
+        {
+            "env": cfg.env,
+            **backend,
+            "stage_names": list(env.stage_names),
+            "far_stages": list(env.far_stages),
+            "T": cfg.T,
+            "pretrain_steps": cfg.pretrain_steps,
+            "seed": cfg.seed,
+            "far_success": far.tolist(),
+            "wall_s": timing["wall_s"],
+            "device": jax.devices()[0].device_kind,
+            **({"warning": warning} if warning else {}),
+        },
+    )
+    log(
+        f"[pretrain] Far-stage success alone: {np.round(far, 3).tolist()}; wrote {policy} "
+        f"({timing['wall_s']:.0f}s)"
+    )
     if warning:
         log(warning)
     return policy
@@ -281,10 +306,15 @@ def finetune(
     )
     fi = fisher_sample(len(data["obs"]), cfg.fisher_states, cfg.seed)  # uniform, all Far (CW)
     anchors = agent.make_anchors(
-        cfg, config, pre.state.actor_params, pre.state.critic_params,
-        data["obs"][: cfg.bc_states], data["stage"][: cfg.bc_states],
-        data["obs"][fi], data["stage"][fi],
-    )  # fmt: skip
+        cfg,
+        config,
+        pre.state.actor_params,
+        pre.state.critic_params,
+        data["obs"][: cfg.bc_states],
+        data["stage"][: cfg.bc_states],
+        data["obs"][fi],
+        data["stage"][fi],
+    )
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data) if cfg.uses_em else None
     pool = jnp.asarray(far, jnp.int32)
     labels, run_states, coef_list = [], [], []
@@ -297,27 +327,51 @@ def finetune(
             else:
                 state = agent.start_state(cfg, config, hyper, pre, far)
             run = agent.init_run(
-                env, static, state, params, pool, jax.random.fold_in(k, 2),
-                em=em if entry.reserves_replay else None, cfg=cfg, method=method,
-            )  # fmt: skip
+                env,
+                static,
+                state,
+                params,
+                pool,
+                jax.random.fold_in(k, 2),
+                em=em if entry.reserves_replay else None,
+                cfg=cfg,
+                method=method,
+            )
             labels.append((method, s))
             run_states.append(run)
             coef_list.append(cfg.coefs(method))
     n = len(labels)
     if mesh is None:
         mesh = sharding.runs_mesh(n)
-    log(f"[finetune] {n} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
-        f"{cfg.finetune_steps} env steps, one program on {sharding.describe(mesh)}")  # fmt: skip
+    log(
+        f"[finetune] {n} runs ({len(cfg.methods)} methods x {cfg.seeds} seeds) x "
+        f"{cfg.finetune_steps} env steps, one program on {sharding.describe(mesh)}"
+    )
     out = run_chunks(
-        env=env, static=static, config=config, runs=stack(run_states), anchors=anchors,
-        coefs=stack(coef_list), hyper=bcast(hyper, n), params=params, stage_pool=pool,
-        total_steps=cfg.finetune_steps, out_dir=out_dir, tag="finetune",
-        resume_key=cfglib.resume_key(cfg), extendable=cfglib.resume_extendable(cfg),
-        checkpoint_every=cfg.checkpoint_every, log=log, mesh=mesh, stop_after=stop_after,
-        make_chunk=agent.make_chunk, make_diagnose=agent.make_diagnose,
+        env=env,
+        static=static,
+        config=config,
+        runs=stack(run_states),
+        anchors=anchors,
+        coefs=stack(coef_list),
+        hyper=bcast(hyper, n),
+        params=params,
+        stage_pool=pool,
+        total_steps=cfg.finetune_steps,
+        out_dir=out_dir,
+        tag="finetune",
+        resume_key=cfglib.resume_key(cfg),
+        extendable=cfglib.resume_extendable(cfg),
+        checkpoint_every=cfg.checkpoint_every,
+        log=log,
+        mesh=mesh,
+        stop_after=stop_after,
+        make_chunk=agent.make_chunk,
+        make_diagnose=agent.make_diagnose,
         on_chunk=lambda curves: results.write_csv(
-            out_dir / "summary.csv", summarize(labels, curves, far, env), SUMMARY_COLUMNS),
-    )  # fmt: skip
+            out_dir / "summary.csv", summarize(labels, curves, far, env), SUMMARY_COLUMNS
+        ),
+    )
     if out is None:
         return None
     _, curves, timing = out
@@ -325,12 +379,19 @@ def finetune(
     results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
     plot_study(cfg, env, labels, curves, x, far, out_dir)
-    results.write_json(out_dir / "run_info.json", {
-        **results.environment_info(), **timing, "runs": n, "labels": labels,
-        "env_steps_per_run": cfg.finetune_steps, "far_stages": list(far),
-        "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
-        **({"pretrain_warning": warning} if warning else {}),
-    })  # fmt: skip
+    results.write_json(
+        out_dir / "run_info.json",
+        {
+            **results.environment_info(),
+            **timing,
+            "runs": n,
+            "labels": labels,
+            "env_steps_per_run": cfg.finetune_steps,
+            "far_stages": list(far),
+            "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
+            **({"pretrain_warning": warning} if warning else {}),
+        },
+    )
     for line in table(cfg, rows):
         log(line)
     log(f"[finetune] {timing['wall_s']:.0f}s wall; wrote {out_dir}/summary.csv and plots")

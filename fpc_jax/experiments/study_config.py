@@ -53,13 +53,15 @@ class SACStudyConfig(RetentionOverrides):
         "point_sequence", "registered pure-JAX sequence env, or metaworld/* (backend)"
     )
     backend: str = option(
-        "", "'' (env is a pure-JAX registry env) or 'mjx' (Meta-World on MJX-Warp)",
+        "",
+        "'' (env is a pure-JAX registry env) or 'mjx' (Meta-World on MJX-Warp)",
         resume_omit_default=True,
-    )  # fmt: skip
+    )
     tasks: tuple[str, ...] = option(
-        (), "Meta-World v3 tasks of the sequence, in order (backend mjx; empty: the env default)",
+        (),
+        "Meta-World v3 tasks of the sequence, in order (backend mjx; empty: the env default)",
         resume_omit_default=True,
-    )  # fmt: skip
+    )
     mjx_impl: str = option("warp", "MJX implementation (backend mjx)", resume_omit_default=True)
     T: int = option(100, "stage time limit (steps)")
     beta: float = option(1.5, "success bonus factor")
@@ -81,9 +83,10 @@ class SACStudyConfig(RetentionOverrides):
     )
     eval_episodes: int = option(10, "evaluation episodes per stage and per sequence (per mode)")
     eval_policy: str = option(
-        "both", "evaluation: 'both' (eval/* = stochastic, as CW's plots; plus "
+        "both",
+        "evaluation: 'both' (eval/* = stochastic, as CW's plots; plus "
         "eval/deterministic/*), 'stochastic' or 'deterministic'",
-    )  # fmt: skip
+    )
     steps_per_chunk: int = option(5_000, "env steps per compiled chunk (= evaluation interval)")
     # pre-training
     pretrain_steps: int = option(
@@ -97,9 +100,10 @@ class SACStudyConfig(RetentionOverrides):
         "", "pre-trained policy: a directory, 'asset:NAME' (packaged), or '' (<pretrain out>)"
     )
     finetune_steps: int = option(
-        50_000, "env steps of fine-tuning per run (raise it to extend a finished run)",
+        50_000,
+        "env steps of fine-tuning per run (raise it to extend a finished run)",
         resume_extend=True,
-    )  # fmt: skip
+    )
     finetune_start_steps: int = option(
         0, "uniform-random env steps at the start of fine-tuning from pi* [U]"
     )
@@ -119,14 +123,17 @@ class SACStudyConfig(RetentionOverrides):
         "squashed", "actor EWC Fisher on tanh(mean) ('squashed', CW's code) or 'pre_tanh'"
     )
     new_critic_heads: str = option(
-        "random", "critic heads of the stages the checkpoint did not train: random (the papers) "
-        "or zero (Q = 0 until learnt)", resume_omit_default=True,
-    )  # fmt: skip
+        "random",
+        "critic heads of the stages the checkpoint did not train: random (the papers) "
+        "or zero (Q = 0 until learnt)",
+        resume_omit_default=True,
+    )
     checkpoint_every: int = option(1, "chunks between resumable run-state checkpoints")
     min_pretrain_success: float = option(
-        0.5, "warn (and record it) when pi*'s success on a Far stage alone is below this",
+        0.5,
+        "warn (and record it) when pi*'s success on a Far stage alone is below this",
         resume_omit_default=True,
-    )  # fmt: skip
+    )
 
     def validate(self) -> None:
         bad = check_methods_and_coefs(self)

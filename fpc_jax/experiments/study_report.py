@@ -13,13 +13,18 @@ import numpy as np
 from fpc_jax.experiments import diagnostics_plot, plotting
 
 SUCCESS_COLUMNS = (
-    "full_success_final", "stages_solved_final", "far_success_pretrained", "far_success_min",
-    "far_success_final", "close_success_final",
-)  # fmt: skip
+    "full_success_final",
+    "stages_solved_final",
+    "far_success_pretrained",
+    "far_success_min",
+    "far_success_final",
+    "close_success_final",
+)
 MODE_COLUMNS = tuple(
-    f"{c}_{mode}" for mode in ("stochastic", "deterministic")
+    f"{c}_{mode}"
+    for mode in ("stochastic", "deterministic")
     for c in ("far_success_min", "far_success_final", "full_success_final")
-)  # fmt: skip
+)
 SUMMARY_COLUMNS = ["method", "seed", *SUCCESS_COLUMNS, "nonfinite_at", *MODE_COLUMNS]
 """``nonfinite_at``: '' for a healthy run; else the chunk (evaluation row, 1-based) in which a
 training statistic of the run first became NaN or inf; such runs are left out of every mean.
@@ -63,8 +68,10 @@ def healthy(rows: list[dict[str, Any]], log=print) -> list[dict[str, Any]]:
     """The rows without a ``nonfinite_at`` flag; a warning names each row left out."""
     bad = [r for r in rows if r.get("nonfinite_at") not in (None, "", 0, "0")]
     for r in bad:
-        log(f"warning: run {r['method']} seed {r['seed']} became non-finite in chunk "
-            f"{r['nonfinite_at']}; left out of the means")  # fmt: skip
+        log(
+            f"warning: run {r['method']} seed {r['seed']} became non-finite in chunk "
+            f"{r['nonfinite_at']}; left out of the means"
+        )
     return [r for r in rows if r not in bad]
 
 
@@ -75,17 +82,20 @@ def summarize(labels, curves, far, env) -> list[dict[str, Any]]:
     close = [k for k in range(env.num_heads) if k not in far]
     rows = []
     for i, (method, s) in enumerate(labels):
-        rows.append({
-            "method": method, "seed": s,
-            "full_success_final": float(curves["eval/all_solved"][-1, i]),
-            "stages_solved_final": float(curves["eval/stages_solved_frac"][-1, i]),
-            "far_success_pretrained": float(far_curve[0, i]),
-            "far_success_min": float(far_curve[:, i].min()),
-            "far_success_final": float(far_curve[-1, i]),
-            "close_success_final": float(stage[-1, i, close].mean()) if close else float("nan"),
-            "nonfinite_at": int(flags[i]) if flags[i] else "",
-            **_mode_columns(curves, far, i),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "seed": s,
+                "full_success_final": float(curves["eval/all_solved"][-1, i]),
+                "stages_solved_final": float(curves["eval/stages_solved_frac"][-1, i]),
+                "far_success_pretrained": float(far_curve[0, i]),
+                "far_success_min": float(far_curve[:, i].min()),
+                "far_success_final": float(far_curve[-1, i]),
+                "close_success_final": float(stage[-1, i, close].mean()) if close else float("nan"),
+                "nonfinite_at": int(flags[i]) if flags[i] else "",
+                **_mode_columns(curves, far, i),
+            }
+        )
     return rows
 
 
@@ -127,10 +137,18 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
     for m in methods:
         plotting.band(axes[0, 0], x, curves["eval/all_solved"][:, idx[m]].T, m)
         plotting.band(axes[0, 1], x, curves["eval/stages_solved_frac"][:, idx[m]].T, m)
-    axes[0, 0].set(title="Full sequence: all stages solved", xlabel="env steps", ylim=(-0.05, 1.05),
-                   ylabel="fraction of sequence episodes")  # fmt: skip
-    axes[0, 1].set(title=f"Stages solved / K (K = {env.num_heads} stages)", xlabel="env steps",
-                   ylim=(-0.05, 1.05), ylabel="mean fraction of stages solved")  # fmt: skip
+    axes[0, 0].set(
+        title="Full sequence: all stages solved",
+        xlabel="env steps",
+        ylim=(-0.05, 1.05),
+        ylabel="fraction of sequence episodes",
+    )
+    axes[0, 1].set(
+        title=f"Stages solved / K (K = {env.num_heads} stages)",
+        xlabel="env steps",
+        ylim=(-0.05, 1.05),
+        ylabel="mean fraction of stages solved",
+    )
     axes[0, 0].legend(fontsize=7)
     seeds = plotting.seeds_label(cfg.seeds)
     fig.suptitle(f"{cfg.name}: whole-sequence success during fine-tuning ({seeds})")
@@ -141,8 +159,9 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
         for m in methods:
             plotting.band(axes[0, s], x, curves["eval/stage_success"][:, idx[m], s].T, m)
         kind = "Far (pre-trained)" if s in far else "Close"
-        axes[0, s].set(title=f"{env.stage_names[s]} alone [{kind}]", xlabel="env steps",
-                       ylim=(-0.05, 1.05))  # fmt: skip
+        axes[0, s].set(
+            title=f"{env.stage_names[s]} alone [{kind}]", xlabel="env steps", ylim=(-0.05, 1.05)
+        )
     axes[0, 0].set_ylabel("success")
     axes[0, 0].legend(fontsize=7)
     seeds = plotting.seeds_label(cfg.seeds)
@@ -150,6 +169,7 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
     plotting.save(fig, out_dir / "fig_stages.png")
     groups = [(m, x, diagnostics_plot.run_series(curves, idx[m], far)) for m in methods]
     diagnostics_plot.plot_diagnostics(
-        groups, out_dir / "fig_diagnostics.png",
+        groups,
+        out_dir / "fig_diagnostics.png",
         f"{cfg.name}: FPC diagnostics during fine-tuning (mean, 90% CI over {cfg.seeds} seeds)",
-    )  # fmt: skip
+    )

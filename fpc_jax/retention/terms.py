@@ -54,7 +54,9 @@ COEFS: tuple[Coef, ...] = (
     Coef("bc_critic", "critic distillation on the stored Far states [U]"),
     Coef("ks_actor", "kickstarting: KL(pi* || pi) on the online batch"),
     Coef(
-        "ks_decay_rate", "ks_actor decays x(1 - rate) per update (I, NetHack: 2e-5)", "rate",
+        "ks_decay_rate",
+        "ks_actor decays x(1 - rate) per update (I, NetHack: 2e-5)",
+        "rate",
         added_later=True,
     ),
     Coef("bc_kl_direction", "0: KL(teacher||student) (I section 2); 1: the reverse", "direction"),
@@ -66,7 +68,9 @@ COEFS: tuple[Coef, ...] = (
         added_later=True,
     ),
     Coef(
-        "ks_squashed", "SAC KS KL on tanh(mean), as bc_squashed (default 0: pre-tanh)", "flag",
+        "ks_squashed",
+        "SAC KS KL on tanh(mean), as bc_squashed (default 0: pre-tanh)",
+        "flag",
         added_later=True,
     ),
 )

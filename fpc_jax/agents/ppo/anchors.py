@@ -132,4 +132,3 @@ def placeholder_anchors(
         bc_logits=jnp.zeros((n, config.num_actions), jnp.float32),
         bc_value=jnp.zeros((n,), jnp.float32),
     )
-

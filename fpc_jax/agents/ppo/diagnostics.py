@@ -29,9 +29,13 @@ def make_diagnose(config: PPOConfig) -> Callable[..., dict[str, jax.Array]]:
         cross = lambda lg: jnp.sum(p_star * jax.nn.log_softmax(lg), -1)  # noqa: E731
         value = critic_b(ts.critic_params, obs, stage)
         dist = distance_diagnostics(
-            ts.actor_params, ts.critic_params, anchors.actor_star, anchors.critic_star,
-            stage_pool, config.num_heads,
-        )  # fmt: skip
+            ts.actor_params,
+            ts.critic_params,
+            anchors.actor_star,
+            anchors.critic_star,
+            stage_pool,
+            config.num_heads,
+        )
         return {
             "far_kl": jnp.mean(jax.vmap(categorical_kl)(logits_star, logits)),
             "far_logp": jnp.mean(cross(logits)),

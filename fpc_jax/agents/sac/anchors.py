@@ -122,7 +122,11 @@ def _build_anchors(
         actor_star=actor_params,
         critic_star=critic_params,
         actor_fisher=actor_fisher(
-            nets.actor_apply, actor_params, fisher_obs, fisher_stage, chunk_size=chunk_size,
+            nets.actor_apply,
+            actor_params,
+            fisher_obs,
+            fisher_stage,
+            chunk_size=chunk_size,
             mean=fisher_mean,
         ),
         critic_fisher=critic_fisher(
@@ -161,4 +165,3 @@ def placeholder_anchors(
         bc_log_std=jnp.zeros((num_bc_states, config.act_dim), jnp.float32),
         bc_q=jnp.zeros((num_bc_states,), jnp.float32),
     )
-

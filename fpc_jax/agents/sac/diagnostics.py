@@ -38,9 +38,13 @@ def make_diagnose(config: SACConfig) -> Callable[..., dict[str, jax.Array]]:
         logp_star = jax.vmap(tanh_gaussian_log_prob)(mean_star, log_std_star, u_star)
         q = jnp.min(critic_b(ts.critic_params, obs, deterministic_action(mean_star), stage), -1)
         dist = distance_diagnostics(
-            ts.actor_params, ts.critic_params, anchors.actor_star, anchors.critic_star,
-            stage_pool, config.num_heads,
-        )  # fmt: skip
+            ts.actor_params,
+            ts.critic_params,
+            anchors.actor_star,
+            anchors.critic_star,
+            stage_pool,
+            config.num_heads,
+        )
         return {
             "far_kl": jnp.mean(kl),
             "far_logp": jnp.mean(logp),

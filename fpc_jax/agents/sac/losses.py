@@ -180,9 +180,7 @@ def make_losses(
             actor_b(anchors.actor_star, batch.obs, batch.stage)
         )
         ks_ = lambda m: squash_mean(m, coefs.ks_squashed)  # noqa: E731
-        ks = jnp.mean(
-            kl_b(ks_(mean), log_std, ks_(t_mean), t_log_std, jnp.zeros((), jnp.float32))
-        )
+        ks = jnp.mean(kl_b(ks_(mean), log_std, ks_(t_mean), t_log_std, jnp.zeros((), jnp.float32)))
         loss = (
             sac
             + coefs.l2_actor * l2

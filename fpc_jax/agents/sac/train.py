@@ -134,9 +134,11 @@ def init_run_state(
 
     cfg = sac.config
     buf = buffer_init(
-        static.buffer_capacity, transition_example(cfg.obs_dim, cfg.act_dim), static.em_reserved,
+        static.buffer_capacity,
+        transition_example(cfg.obs_dim, cfg.act_dim),
+        static.em_reserved,
         ring_limit,
-    )  # fmt: skip
+    )
     if em_transitions is not None and static.em_reserved:
         buf = buffer_fill_reserved(buf, em_transitions)
     key, k_ep, k_reset = jax.random.split(key, 3)
@@ -196,9 +198,12 @@ def make_evaluate(
         horizon = stage_horizon  # static bound on T: a K-stage episode lasts <= K * T steps
         play = jax.vmap(episode, in_axes=(None, None, 0, None, None))
         solved = play(
-            actor_params, params, jax.random.split(k_seq, episodes), num_heads * horizon,
+            actor_params,
+            params,
+            jax.random.split(k_seq, episodes),
+            num_heads * horizon,
             stochastic,
-        )  # fmt: skip
+        )
         n_stages = params.num_stages.astype(jnp.float32)
 
         def alone(k, key):
