@@ -52,6 +52,32 @@ def test_smoke_pretrain_finetune_end_to_end(smoke):
         assert (out / name).is_file()
 
 
+def test_finetune_resumes_and_extends(smoke, tmp_path):
+    """A run extended from 1 to 2 chunks restores every run's parameters, optimiser and key: its
+    evaluation after chunk 1 equals that of a run that went straight through (the env seeds
+    differ after a resume, so later rows may not); another setup or a shorter run is refused."""
+    cfg = cfglib.load(nethack_study.NetHackStudyConfig, SMOKE)
+    one = dataclasses.replace(cfg, checkpoint=str(smoke / "pretrain" / "policy"))
+    two = dataclasses.replace(one, finetune_steps=2 * one.steps_per_chunk)
+    quiet, logs = (lambda *_: None), []
+    nethack_study.finetune(two, tmp_path / "straight", log=quiet)
+    nethack_study.finetune(one, tmp_path / "resumed", log=quiet)
+    assert (tmp_path / "resumed" / "finetune_state" / "info.json").is_file()
+    nethack_study.finetune(two, tmp_path / "resumed", log=logs.append)
+    assert any("resuming after chunk 1/2" in line for line in logs)
+    a = np.load(tmp_path / "straight" / "finetune_curves.npz")
+    b = np.load(tmp_path / "resumed" / "finetune_curves.npz")
+    assert sorted(a.files) == sorted(b.files)
+    assert b["eval__stage_success"].shape == (3, 2, 2)
+    for k in a.files:
+        rows = 2 if k.startswith(("eval__", "diag__")) else 1  # evals: before chunk 1, after it
+        np.testing.assert_array_equal(a[k][:rows], b[k][:rows], err_msg=k)
+    with pytest.raises(CheckpointError, match="methods"):
+        nethack_study.finetune(dataclasses.replace(two, methods=("ft",)), tmp_path / "resumed")
+    with pytest.raises(CheckpointError, match="more than"):
+        nethack_study.finetune(one, tmp_path / "resumed")
+
+
 def test_checkpoint_of_another_setup_is_refused(smoke, tmp_path):
     cfg = cfglib.load(nethack_study.NetHackStudyConfig, SMOKE)
     other = dataclasses.replace(cfg, far_depth=3, checkpoint=str(smoke / "pretrain" / "policy"))

@@ -7,7 +7,11 @@ jitted, vmapped program computes GAE and runs the PPO agent's ``update_epochs`` 
 retention coefficients (ft, bc, ks, ewc, l2, scratch), as ``robotic_sequence`` does for SAC. What
 differs between games is a ``HostGame``: how to open envs at a start, and how to evaluate.
 
-No resumable checkpoint yet: curves are written after every chunk, the run state is not.
+Runs resume: after every chunk the curves (``<tag>_curves.npz``) and then the run state
+(``<tag>_state/``: every run's parameters and optimiser, the PRNG key) are written, so the same
+command continues an interrupted run, or extends a finished one to more env steps. Env states
+are not saved (a real game cannot be): the envs reopen on fresh seeds, episodes in flight
+restart.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from fpc_jax.agents.ppo.update import (
     train_state_from_params,
     update_epochs,
 )
+from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import chunks, ppo_study, results, study, study_report
+from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments.checkpoint import CheckpointError
 from fpc_jax.experiments.study_config import parse_method
 from fpc_jax.retention import terms
@@ -156,18 +162,27 @@ def train_runs(
     """Train R runs (stacked ``states``) on host-stepped envs of ``game`` (every env of every
     run begins at ``start``) for ``total_steps`` env steps per run; evaluate at every chunk
     start and at the end; curves go to ``out_dir/<tag>_curves.npz`` after each chunk. Returns
-    (states, curves, wall seconds). Episode returns (unscaled) and lengths are counted here."""
+    (states, curves, wall seconds). Episode returns (unscaled) and lengths are counted here.
+    Resumes from ``out_dir/<tag>_state`` when there is one (see the module docstring)."""
     act, update = make_learner(config, cfg.epochs, cfg.minibatches, cfg.clip_value_loss)
     diagnose = None  # pi*'s diagnostics (agents/ppo/diagnostics.py): fine-tuning only
     if tag == "finetune":
         diagnose = chunks.compiled_diagnose(make_diagnose, config)
         far_pool = jnp.asarray(game.far_idx, jnp.int32)
     r, n, t = len(jax.tree.leaves(coefs)[0]), cfg.num_envs, cfg.num_steps
-    vec, obs = game.open(cfg, r * n, cfg.seed, start)
+    n_chunks, out_dir = total_steps // cfg.steps_per_chunk, Path(out_dir)
+    state_dir, curves_path = _state_dir(out_dir, tag), out_dir / f"{tag}_curves.npz"
+    curves: dict[str, list] = {}
+    done = 0
+    if check_resume(cfg, out_dir, tag, total_steps) is not None:
+        (states, raw), info = ckpt.load_runs(state_dir, (states, jax.random.key_data(key)))
+        key, done = jax.random.wrap_key_data(raw), int(info["chunks_done"])
+        curves = _load_curves(curves_path, done)
+        log(f"[{tag}] resuming after chunk {done}/{n_chunks} (episodes in flight restart)")
+    vec, obs = game.open(cfg, r * n, cfg.seed + 1009 * done, start)
     obs = obs.reshape(r, n, -1)
     ep_ret, ep_len = np.zeros(r * n), np.zeros(r * n, np.int64)
-    curves: dict[str, list] = {}
-    t0, step = time.perf_counter(), 0
+    t0, step = time.perf_counter(), done * cfg.steps_per_chunk
     try:
         while True:
             key, k_eval = jax.random.split(key)
@@ -217,11 +232,50 @@ def train_runs(
                 f"[{tag}] {step}/{total_steps} steps/run, {time.perf_counter() - t0:.0f}s; "
                 f"train return {ret:.1f}, Far success at chunk start [{far}]"
             )
-            _save_curves(out_dir / f"{tag}_curves.npz", curves, cfg.steps_per_chunk)
+            _save_curves(curves_path, curves, cfg.steps_per_chunk)  # then the state: see _load
+            info = {"chunks_done": step // cfg.steps_per_chunk, "step": step, "tag": tag}
+            ckpt.save_runs(
+                state_dir,
+                (states, jax.random.key_data(key)),
+                {**info, "resume_key": cfglib.resume_key(cfg)},
+            )
+    except KeyboardInterrupt:
+        raise ckpt.RunInterrupted(
+            f"interrupted at {step}/{total_steps} env steps per run; the same command resumes "
+            "from the last finished chunk"
+        ) from None
     finally:
         vec.close()
-    _save_curves(out_dir / f"{tag}_curves.npz", curves, cfg.steps_per_chunk)
+    _save_curves(curves_path, curves, cfg.steps_per_chunk)
     return states, {k: np.stack(v) for k, v in curves.items()}, time.perf_counter() - t0
+
+
+def _state_dir(out_dir: str | Path, tag: str) -> Path:
+    return Path(out_dir) / f"{tag}_state"
+
+
+def check_resume(cfg, out_dir: str | Path, tag: str, total_steps: int) -> dict[str, Any] | None:
+    """The run-state checkpoint's info when ``out_dir`` has one this config may resume (None:
+    none); a ``CheckpointError`` for one of another configuration (the run lengths aside) or
+    with more chunks done than ``total_steps`` asks for. Entry points call it before they write."""
+    return chunks.check_resume(
+        _state_dir(out_dir, tag),
+        cfglib.resume_key(cfg),
+        total_steps // cfg.steps_per_chunk,
+        cfglib.resume_extendable(cfg),
+    )
+
+
+def _load_curves(path: Path, done: int) -> dict[str, list]:
+    """The first ``done`` rows of every curve (a later row: the evaluation after the last saved
+    state, redone on resume). The curves are written before the state, so they have them all."""
+    if not path.is_file():
+        raise ckpt.CheckpointError(f"{path} is missing: the run state cannot be resumed")
+    with np.load(path) as z:
+        curves = {k.replace("__", "/"): list(z[k][:done]) for k in z.files if k != "env_steps"}
+    if any(len(v) < done for v in curves.values()):
+        raise ckpt.CheckpointError(f"{path} has fewer than the {done} chunks of the run state")
+    return curves
 
 
 def _save_curves(path: Path, curves: dict[str, list], every: int) -> None:
@@ -261,6 +315,23 @@ def run_grid(cfg, config, hyper, pre, key) -> tuple[list, Any, Any]:
             labels.append((method, s))
             coefs.append(cfg.coefs(method))
     return labels, stack_runs(states), stack_runs(coefs)
+
+
+def far_states(cfg, game: HostGame, config, state, start, out_dir: Path, log) -> np.ndarray:
+    """pi*'s Far states for the anchors (``collect_states``), kept in ``out_dir/far_states.npz``
+    and reused when the fine-tuning resumes (so the anchors stay those of the first chunk)."""
+    path, n = Path(out_dir) / "far_states.npz", max(cfg.bc_states, cfg.fisher_states)
+    if _state_dir(out_dir, "finetune").exists() and path.is_file():
+        with np.load(path) as z:
+            data = z["obs"]
+        if len(data) == n:
+            return data
+    log(f"[finetune] collecting {n} pi* states from {start} ...")
+    data = collect_states(
+        cfg, game, config, state, start, jax.random.fold_in(jax.random.key(cfg.seed), 0), n
+    )
+    results.savez(path, obs=data)
+    return data
 
 
 def far_anchors(cfg, config, pre, data: np.ndarray):

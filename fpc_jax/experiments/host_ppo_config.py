@@ -51,7 +51,11 @@ class HostPPOConfig(RetentionOverrides):
     eval_episodes: int = option(4, "evaluation episodes per run and per start")
     steps_per_chunk: int = option(16_384, "env steps per run between evaluations")
     checkpoint: str = option("", "pre-trained policy directory ('': <out>/../pretrain/policy)")
-    finetune_steps: int = option(65_536, "env steps of fine-tuning per run")
+    finetune_steps: int = option(
+        65_536,
+        "env steps of fine-tuning per run (a longer run extends a shorter one)",
+        resume_extend=True,
+    )
     methods: tuple[str, ...] = option(("ft", "bc", "ks", "ewc"), "retention methods")
     seeds: int = option(2, "seeds per method")
     seed: int = option(0, "base PRNG seed")

@@ -32,7 +32,9 @@ class MontezumaStudyConfig(HostPPOConfig):
     finetune_start: str = option(mz.GAME_START, "fine-tuning start (the game start)")
     reward_scale: float = option(0.01, "extrinsic reward multiplier (game points 100..3000) [U]")
     rnd: bool = option(False, "PPO + RND: not in the host loop yet (must stay false)")
-    pretrain_steps: int = option(131_072, "env steps of PPO from the Far starts")
+    pretrain_steps: int = option(
+        131_072, "env steps of PPO from the Far starts", resume_extend=True
+    )
 
     def validate(self) -> None:
         bad = self.loop_problems(("pretrain_steps", "finetune_steps"))

@@ -18,7 +18,13 @@ from fpc_jax.agents.ppo.update import PPOHyper, init_train_state, stack_runs
 from fpc_jax.envs import ale_montezuma as mz
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import ppo_study, results
-from fpc_jax.experiments.host_ppo import collect_states, finetune_study, load_pretrained, train_runs
+from fpc_jax.experiments.host_ppo import (
+    check_resume,
+    far_states,
+    finetune_study,
+    load_pretrained,
+    train_runs,
+)
 from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema lives there)
     ENV,
     ROUTE,
@@ -111,7 +117,9 @@ class MontezumaGame:
 
 
 def pretrain(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
-    """PPO from the Far starts (envs cycle through ``pretrain_starts``); writes ``out/policy``."""
+    """PPO from the Far starts (envs cycle through ``pretrain_starts``); writes ``out/policy``.
+    Resumes (or extends) the run in ``out_dir`` if there is one."""
+    check_resume(cfg, out_dir, "pretrain", cfg.pretrain_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
@@ -161,23 +169,15 @@ def pretrain(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
 
 
 def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
-    """Fine-tune every method x seed from the game start; writes summary.csv, curves, plots."""
+    """Fine-tune every method x seed from the game start; writes summary.csv, curves, plots.
+    Resumes (or extends) the run in ``out_dir`` if there is one."""
+    check_resume(cfg, out_dir, "finetune", cfg.finetune_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
     path, pre = load_pretrained(cfg, config, out_dir)
     game = MontezumaGame(tuple(pre.meta.get("far_starts", cfg.pretrain_starts)))
-    n_data = max(cfg.bc_states, cfg.fisher_states)
-    log(f"[finetune] collecting {n_data} pi* states from {list(game.far_starts)} ...")
-    data = collect_states(
-        cfg,
-        game,
-        config,
-        pre.state,
-        game.far_starts,
-        jax.random.fold_in(jax.random.key(cfg.seed), 0),
-        n_data,
-    )
+    data = far_states(cfg, game, config, pre.state, game.far_starts, out_dir, log)
     finetune_study(
         cfg,
         game,

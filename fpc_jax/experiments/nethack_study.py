@@ -263,7 +263,9 @@ def pretrain(cfg: NetHackStudyConfig, out_dir: str | Path, log=print) -> Path:
 
 
 def finetune(cfg: NetHackStudyConfig, out_dir: str | Path, log=print) -> Path:
-    """Fine-tune every method x seed from the game start; summary.csv, curves, plots."""
+    """Fine-tune every method x seed from the game start; summary.csv, curves, plots. Resumes
+    (or extends) the run in ``out_dir`` if there is one."""
+    host_ppo.check_resume(cfg, out_dir, "finetune", cfg.finetune_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
     config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
@@ -275,11 +277,7 @@ def finetune(cfg: NetHackStudyConfig, out_dir: str | Path, log=print) -> Path:
                 f"this config has {getattr(cfg, k)!r}"
             )
     game = NetHackGame(cfg.far_depth)
-    n_data = max(cfg.bc_states, cfg.fisher_states)
-    log(f"[finetune] collecting {n_data} pi* states from Dlvl >= {cfg.far_depth} starts ...")
-    data = host_ppo.collect_states(
-        cfg, game, config, pre.state, "far", jax.random.fold_in(jax.random.key(cfg.seed), 0), n_data
-    )
+    data = host_ppo.far_states(cfg, game, config, pre.state, "far", out_dir, log)
     labels, curves = host_ppo.finetune_study(
         cfg, game, config, hyper, pre.state, data, "close", out_dir, log, {"checkpoint": str(path)}
     )
