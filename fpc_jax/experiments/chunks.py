@@ -116,7 +116,7 @@ def run_chunks(
             compile_s = time.perf_counter() - tc
         history.append(_flatten(out))
         _log_physics(history[-1], c + 1, n_chunks, tag, log)
-        curves = _stack(history)
+        curves = stack_history(history)
         results.savez(curves_path, **curves)
         if on_chunk is not None:
             on_chunk(curves)
@@ -135,7 +135,7 @@ def run_chunks(
     if diag_fn:
         final["diag"] = diag_fn(runs, anchors, stage_pool)
     history.append(_flatten(multihost.fetch(final)))  # no training statistics: NaN in the curves
-    curves = _stack(history)
+    curves = stack_history(history)
     results.savez(curves_path, **curves)
     LAST_CHECKPOINT.clear()
     wall = time.perf_counter() - t0
@@ -257,7 +257,7 @@ def _flatten(out: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _stack(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def stack_history(history: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Curves with shape (evaluations, runs, ...). A key some rows lack (the final evaluation's
     training statistics, or rows of a run resumed from an older version) is NaN there."""
     like = {k: v for h in history for k, v in h.items()}

@@ -40,7 +40,7 @@ from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import chunks, ppo_study, results, study, study_report
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments.checkpoint import CheckpointError
-from fpc_jax.experiments.study_config import parse_method
+from fpc_jax.experiments.study_config import method_grid
 from fpc_jax.retention import terms
 from fpc_jax.retention.fisher import fisher_sample
 
@@ -303,17 +303,13 @@ def run_grid(cfg, config, hyper, pre, key) -> tuple[list, Any, Any]:
     """``(labels, states, coefs)`` of every method x seed: ``(method, seed)`` labels, train
     states (pi*'s parameters, or a fresh init for ``random_init`` methods) and coefficients,
     stacked on the runs axis."""
-    labels, states, coefs = [], [], []
-    for method in cfg.methods:
-        for s in range(cfg.seeds):
-            if terms.method(parse_method(method)[0]).random_init:
-                states.append(init_train_state(config, hyper, jax.random.fold_in(key, s)))
-            else:
-                states.append(
-                    train_state_from_params(config, hyper, pre.actor_params, pre.critic_params)
-                )
-            labels.append((method, s))
-            coefs.append(cfg.coefs(method))
+
+    def build(method: str, entry: terms.Method, s: int) -> Any:
+        if entry.random_init:
+            return init_train_state(config, hyper, jax.random.fold_in(key, s))
+        return train_state_from_params(config, hyper, pre.actor_params, pre.critic_params)
+
+    labels, states, coefs = method_grid(cfg, build)
     return labels, stack_runs(states), stack_runs(coefs)
 
 
@@ -379,26 +375,8 @@ def finetune_study(
         log,
     )
     env = study_report.Stages(tuple(game.stages))
-    rows = study_report.summarize(labels, curves, game.far_idx, env)
-    results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
-    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    study_report.plot_study(cfg, env, labels, curves, x, game.far_idx, out_dir)
-    results.write_json(
-        out_dir / "run_info.json",
-        {
-            **results.environment_info(),
-            "wall_s": wall,
-            "runs": len(labels),
-            "labels": labels,
-            "env_steps_per_run": cfg.finetune_steps,
-            "far_stages": list(game.far_idx),
-            "agent_steps_per_s": len(labels) * cfg.finetune_steps / wall,
-            **info,
-        },
-    )
-    for line in study_report.table(cfg, rows):
-        log(line)
-    log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    info = {"wall_s": wall, **info}
+    study_report.write_finetune(cfg, env, labels, curves, game.far_idx, out_dir, info, log)
     return labels, curves
 
 

@@ -236,28 +236,24 @@ def setup_runs(cfg: RoboticSequenceConfig, log=print) -> SweepRuns:
     )
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data)
     slots, em_reserved = study_config.replay_layout(cfg)
-    labels, sacs, bufs, coef_list = [], [], [], []
-    for method in cfg.methods:
-        for s in range(cfg.seeds):
-            k = jax.random.fold_in(key, 100 + s)
-            base = study_config.parse_method(method)[0]
-            if terms.method(base).random_init:
-                sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
-            else:
-                sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
-                sac = sac.replace(target_critic_params=target0)
-            buf = buffer_init(
-                slots,
-                transition_example(OBS_DIM, ACT_DIM),
-                em_reserved,
-                study_config.ring_limit(cfg, method),
-            )
-            if terms.method(base).reserves_replay:
-                buf = buffer_fill_reserved(buf, em)
-            labels.append((method, s))
-            sacs.append(sac)
-            bufs.append(buf)
-            coef_list.append(cfg.coefs(method))
+
+    def build(method: str, entry: terms.Method, s: int) -> tuple[Any, Any]:
+        k = jax.random.fold_in(key, 100 + s)
+        if entry.random_init:
+            sac = init_train_state(config, hyper, jax.random.fold_in(k, 1))
+        else:
+            sac = train_state_from_params(config, hyper, actor0, critic0, log_alpha0)
+            sac = sac.replace(target_critic_params=target0)
+        buf = buffer_init(
+            slots,
+            transition_example(OBS_DIM, ACT_DIM),
+            em_reserved,
+            study_config.ring_limit(cfg, method),
+        )
+        return sac, (buffer_fill_reserved(buf, em) if entry.reserves_replay else buf)
+
+    labels, built, coef_list = study_config.method_grid(cfg, build)
+    sacs, bufs = [b[0] for b in built], [b[1] for b in built]
     return SweepRuns(
         config=config,
         seq=seq,
@@ -339,8 +335,8 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
                 {f"eval/{k}": v for k, v in ev.items()}
                 | {f"diag/{k}": np.asarray(v) for k, v in diag.items()}
             )
-            results.savez(curves_path, **chunks._stack(history))
-            rows = study_report.summarize(labels, chunks._stack(history), far, stages)
+            results.savez(curves_path, **chunks.stack_history(history))
+            rows = study_report.summarize(labels, chunks.stack_history(history), far, stages)
             results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
             bar.set_postfix_str(chunks.stage_note(tuple(cfg.tasks), ev["stage_success"].mean(0)))
             if c == n_chunks:
@@ -349,7 +345,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
                 loop.burst()
                 bar.update(cfg.update_every)
             history[-1].update(loop.train_stats())  # this row: eval before the chunk, its training
-            results.savez(curves_path, **chunks._stack(history))
+            results.savez(curves_path, **chunks.stack_history(history))
     except KeyboardInterrupt:
         raise ckpt.RunInterrupted(
             f"interrupted after chunk {c}/{n_chunks}; the same command resumes"
@@ -357,7 +353,7 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     finally:
         bar.close()
         loop.close()
-    curves = chunks._stack(history)
+    curves = chunks.stack_history(history)
     wall = time.perf_counter() - t0
     # pi*'s own Far success: the first evaluation of the runs that start from it
     pre = [
@@ -369,25 +365,6 @@ def sweep(cfg: RoboticSequenceConfig, out_dir: str | Path, log=print) -> Path:
     warning = study.weak_pretrain(cfg, far_pre, [cfg.tasks[k] for k in far])
     if warning:
         log(warning)
-    rows = study_report.summarize(labels, curves, far, stages)
-    results.write_csv(out_dir / "summary.csv", rows, study_report.SUMMARY_COLUMNS)
-    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    study_report.plot_study(cfg, stages, labels, curves, x, far, out_dir)
-    results.write_json(
-        out_dir / "run_info.json",
-        {
-            **results.environment_info(),
-            "wall_s": wall,
-            "runs": runs,
-            "labels": labels,
-            **({"pretrain_warning": warning} if warning else {}),
-            "env_steps_per_run": cfg.finetune_steps,
-            "envs_per_run": e,
-            "far_stages": list(far),
-            "agent_steps_per_s": runs * cfg.finetune_steps / wall,
-        },
-    )
-    for line in study_report.table(cfg, rows):
-        log(line)
-    log(f"[sweep] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    info = {"wall_s": wall, "envs_per_run": e, **({"pretrain_warning": warning} if warning else {})}
+    study_report.write_finetune(cfg, stages, labels, curves, far, out_dir, info, log)
     return out_dir

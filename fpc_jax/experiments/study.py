@@ -23,8 +23,8 @@ from fpc_jax.experiments import checkpoint as ckpt
 from fpc_jax.experiments import config as cfglib
 from fpc_jax.experiments import results, sharding
 from fpc_jax.experiments.chunks import check_resume, run_chunks
-from fpc_jax.experiments.study_config import parse_method
-from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, plot_study, summarize, table
+from fpc_jax.experiments.study_config import method_grid
+from fpc_jax.experiments.study_report import SUMMARY_COLUMNS, summarize, write_finetune
 from fpc_jax.retention import terms
 from fpc_jax.retention.fisher import fisher_sample
 from fpc_jax.retention.penalties import RetentionCoefs
@@ -317,29 +317,26 @@ def finetune(
     )
     em = jax.tree.map(lambda x: x[: cfg.em_transitions], data) if cfg.uses_em else None
     pool = jnp.asarray(far, jnp.int32)
-    labels, run_states, coef_list = [], [], []
-    for method in cfg.methods:
-        entry = terms.method(parse_method(method)[0])
-        for s in range(cfg.seeds):
-            k = jax.random.fold_in(k_runs, s)  # same seed key for every method
-            if entry.random_init:
-                state = agent.init_state(config, hyper, jax.random.fold_in(k, 1))
-            else:
-                state = agent.start_state(cfg, config, hyper, pre, far)
-            run = agent.init_run(
-                env,
-                static,
-                state,
-                params,
-                pool,
-                jax.random.fold_in(k, 2),
-                em=em if entry.reserves_replay else None,
-                cfg=cfg,
-                method=method,
-            )
-            labels.append((method, s))
-            run_states.append(run)
-            coef_list.append(cfg.coefs(method))
+
+    def build(method: str, entry: terms.Method, s: int) -> Any:
+        k = jax.random.fold_in(k_runs, s)  # same seed key for every method
+        if entry.random_init:
+            state = agent.init_state(config, hyper, jax.random.fold_in(k, 1))
+        else:
+            state = agent.start_state(cfg, config, hyper, pre, far)
+        return agent.init_run(
+            env,
+            static,
+            state,
+            params,
+            pool,
+            jax.random.fold_in(k, 2),
+            em=em if entry.reserves_replay else None,
+            cfg=cfg,
+            method=method,
+        )
+
+    labels, run_states, coef_list = method_grid(cfg, build)
     n = len(labels)
     if mesh is None:
         mesh = sharding.runs_mesh(n)
@@ -375,24 +372,6 @@ def finetune(
     if out is None:
         return None
     _, curves, timing = out
-    rows = summarize(labels, curves, far, env)
-    results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
-    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
-    plot_study(cfg, env, labels, curves, x, far, out_dir)
-    results.write_json(
-        out_dir / "run_info.json",
-        {
-            **results.environment_info(),
-            **timing,
-            "runs": n,
-            "labels": labels,
-            "env_steps_per_run": cfg.finetune_steps,
-            "far_stages": list(far),
-            "agent_steps_per_s": n * cfg.finetune_steps / timing["wall_s"],
-            **({"pretrain_warning": warning} if warning else {}),
-        },
-    )
-    for line in table(cfg, rows):
-        log(line)
-    log(f"[finetune] {timing['wall_s']:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    info = {**timing, **({"pretrain_warning": warning} if warning else {})}
+    write_finetune(cfg, env, labels, curves, far, out_dir, info, log)
     return out_dir

@@ -4,6 +4,7 @@ method tokens (``"bc"``, ``"ewc:ewc_actor=1000"``) that name a retention method'
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from fpc_jax.agents.sac.train import EVAL_POLICIES
@@ -278,3 +279,21 @@ def parse_method(token: str) -> tuple[str, dict[str, float]]:
         if error := terms.coef(key).check(extra[key]):
             raise ValueError(f"{token!r}: {error}")
     return base, extra
+
+
+def method_grid(
+    cfg: Any, build: Callable[[str, terms.Method, int], Any]
+) -> tuple[list[tuple[str, int]], list[Any], list[Any]]:
+    """The runs of a study, every method x seed of ``cfg`` in that order: ``(method, seed)``
+    labels, ``build(method, table entry, seed)`` per run (theta* or a fresh init as the entry's
+    ``random_init`` says, EM's reserved replay as ``reserves_replay`` says) and each run's
+    coefficients (``cfg.coefs(method)``). Every study driver (on-device, Meta-World CPU, host
+    PPO) builds its runs with it."""
+    labels, runs, coefs = [], [], []
+    for method in cfg.methods:
+        entry = terms.method(parse_method(method)[0])
+        for s in range(cfg.seeds):
+            labels.append((method, s))
+            runs.append(build(method, entry, s))
+            coefs.append(cfg.coefs(method))
+    return labels, runs, coefs

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fpc_jax.experiments import diagnostics_plot, plotting
+from fpc_jax.experiments import diagnostics_plot, plotting, results
 
 SUCCESS_COLUMNS = (
     "full_success_final",
@@ -173,3 +173,32 @@ def plot_study(cfg, env, labels, curves, x, far, out_dir: Path) -> None:
         out_dir / "fig_diagnostics.png",
         f"{cfg.name}: FPC diagnostics during fine-tuning (mean, 90% CI over {cfg.seeds} seeds)",
     )
+
+
+def write_finetune(
+    cfg: Any, env, labels, curves, far, out_dir: Path, info: dict[str, Any], log=print
+) -> list[dict[str, Any]]:
+    """What every fine-tuning study writes at its end: ``summary.csv``, the plots, and
+    ``run_info.json`` (the environment, ``info`` with its ``wall_s``, the runs and the rate);
+    logs the summary table. Returns the summary rows."""
+    rows = summarize(labels, curves, far, env)
+    results.write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
+    x = np.arange(curves["eval/all_solved"].shape[0]) * cfg.steps_per_chunk
+    plot_study(cfg, env, labels, curves, x, far, out_dir)
+    n, wall = len(labels), info["wall_s"]
+    results.write_json(
+        out_dir / "run_info.json",
+        {
+            **results.environment_info(),
+            **info,
+            "runs": n,
+            "labels": labels,
+            "env_steps_per_run": cfg.finetune_steps,
+            "far_stages": list(far),
+            "agent_steps_per_s": n * cfg.finetune_steps / wall,
+        },
+    )
+    for line in table(cfg, rows):
+        log(line)
+    log(f"[finetune] {wall:.0f}s wall; wrote {out_dir}/summary.csv and plots")
+    return rows
