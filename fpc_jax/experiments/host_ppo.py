@@ -193,7 +193,7 @@ def train_runs(
                     curves.setdefault(f"diag/{name}", []).append(np.asarray(v))
             if step >= total_steps:
                 break
-            rets, lens = [], []
+            rets, lens, eps = np.zeros(r), np.zeros(r), np.zeros(r)  # per run
             for _ in range(cfg.steps_per_chunk // (n * t)):
                 roll: dict[str, list] = {}
                 for _ in range(t):
@@ -202,8 +202,10 @@ def train_runs(
                     nxt, rew, term, trunc, info = vec.step(a.reshape(-1))
                     ep_ret, ep_len = ep_ret + rew, ep_len + 1
                     ends = term | trunc
-                    rets += list(ep_ret[ends])
-                    lens += list(ep_len[ends])
+                    run_of = np.flatnonzero(ends) // n
+                    np.add.at(rets, run_of, ep_ret[ends])
+                    np.add.at(lens, run_of, ep_len[ends])
+                    np.add.at(eps, run_of, 1)
                     ep_ret[ends], ep_len[ends] = 0.0, 0
                     host = {
                         "reward": rew * cfg.reward_scale,
@@ -222,15 +224,19 @@ def train_runs(
                     states, batch, anchors, coefs, hyper, jax.random.split(k, r)
                 )
             step += cfg.steps_per_chunk
-            curves.setdefault("train/episode_return", []).append(np.mean(rets) if rets else 0.0)
-            curves.setdefault("train/episode_length", []).append(np.mean(lens) if lens else 0.0)
+            with np.errstate(invalid="ignore"):  # NaN: no episode of that run ended
+                curves.setdefault("train/episode_return", []).append(rets / eps)
+                curves.setdefault("train/episode_length", []).append(lens / eps)
+                curves.setdefault("train/episodes", []).append(eps)
             for name, v in jax.device_get(metrics).items():
                 curves.setdefault(name, []).append(np.asarray(v))
             far = " ".join(f"{v:.2f}" for v in np.asarray(curves["eval/far_success"][-1]))
-            ret = curves["train/episode_return"][-1]
+            done_eps = curves["train/episodes"][-1]
+            ret = (rets.sum() / done_eps.sum()) if done_eps.sum() else float("nan")
             log(
                 f"[{tag}] {step}/{total_steps} steps/run, {time.perf_counter() - t0:.0f}s; "
-                f"train return {ret:.1f}, Far success at chunk start [{far}]"
+                f"train return {ret:.1f} ({int(done_eps.sum())} episodes), Far success at chunk "
+                f"start [{far}]"
             )
             _save_curves(curves_path, curves, cfg.steps_per_chunk)  # then the state: see _load
             info = {"chunks_done": step // cfg.steps_per_chunk, "step": step, "tag": tag}

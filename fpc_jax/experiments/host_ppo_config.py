@@ -9,9 +9,8 @@ import dataclasses
 from fpc_jax.agents.ppo.networks import ACTIVATIONS
 from fpc_jax.agents.ppo.update import PPOHyper
 from fpc_jax.experiments import ppo_study
-from fpc_jax.experiments.study_config import RetentionOverrides, check_methods_and_coefs, option
+from fpc_jax.experiments.study_config import check_methods_and_coefs, option
 
-HYPER_KEYS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
 POSITIVE = (
     "max_steps",
     "num_envs",
@@ -27,27 +26,15 @@ POSITIVE = (
 
 
 @dataclasses.dataclass(frozen=True)
-class HostPPOConfig(RetentionOverrides):
+class HostPPOConfig(ppo_study.PPOAgentFields):
     """PPO, rollouts, chunks and methods of a host-stepped study (a game adds its env fields)."""
 
     name: str = option("host_ppo", "experiment name")
     max_steps: int = option(1000, "training episode time limit, agent steps")
     workers: int = option(0, "env worker processes (0: in-process)")
-    hidden_sizes: tuple[int, ...] = option((64, 64), "actor and critic MLP widths")
-    activation: str = option("tanh", f"hidden activation: {sorted(ACTIVATIONS)}")
-    lr: float = option(2.5e-4, "Adam learning rate")
-    gamma: float = option(0.99, "discount")
-    gae_lambda: float = option(0.95, "GAE lambda")
-    clip_eps: float = option(0.2, "PPO clip range")
-    ent_coef: float = option(0.01, "entropy bonus weight")
-    vf_coef: float = option(0.5, "value loss weight")
-    max_grad_norm: float = option(0.5, "global gradient-norm clip")
     reward_scale: float = option(0.01, "extrinsic reward multiplier [U]")
     num_envs: int = option(8, "envs per run")
     num_steps: int = option(128, "rollout length per env and update")
-    epochs: int = option(4, "epochs per rollout")
-    minibatches: int = option(4, "minibatches per epoch")
-    clip_value_loss: bool = option(True, "clip the value loss like the policy")
     eval_episodes: int = option(4, "evaluation episodes per run and per start")
     steps_per_chunk: int = option(16_384, "env steps per run between evaluations")
     checkpoint: str = option("", "pre-trained policy directory ('': <out>/../pretrain/policy)")
@@ -93,4 +80,4 @@ class HostPPOConfig(RetentionOverrides):
 
 
 def hyper_kwargs(cfg: HostPPOConfig) -> dict[str, float]:
-    return {k: getattr(cfg, k) for k in HYPER_KEYS}
+    return cfg.hyper_kwargs()

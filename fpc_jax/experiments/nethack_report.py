@@ -92,7 +92,7 @@ def plot_nethack(cfg, labels, curves: dict[str, np.ndarray], out_dir: Path) -> N
                 linestyle=":" if j else "--",
             )
         ax.set(
-            title=f"deepest Dlvl, {title} (bars: final, lines: pi*)",
+            title=f"deepest Dlvl, {title}\n(bars: final eval, lines: first = pi*)",
             xlabel="Dlvl",
             xticks=bins[:-1],
         )

@@ -17,7 +17,7 @@ import jax
 
 from fpc_jax.agents.ppo.anchors import make_anchors, placeholder_anchors
 from fpc_jax.agents.ppo.diagnostics import make_diagnose
-from fpc_jax.agents.ppo.networks import PPOConfig, make_policy
+from fpc_jax.agents.ppo.networks import ACTIVATIONS, PPOConfig, make_policy
 from fpc_jax.agents.ppo.train import LoopStatic, init_run_state, make_train_chunk
 from fpc_jax.agents.ppo.update import (
     PPOHyper,
@@ -44,8 +44,35 @@ PPO_ENVS: tuple[str, ...] = ("key_door_rooms",)
 _ENV_OPTIONS = ("num_rooms", "height", "width", "view", "cue", "key_reward")
 
 
+HYPER_KEYS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
+"""``PPOHyper`` fields every PPO schema has (``PPOAgentFields``)."""
+
+
 @dataclasses.dataclass(frozen=True)
-class PPOStudyConfig(RetentionOverrides):
+class PPOAgentFields(RetentionOverrides):
+    """The PPO agent's fields, shared by every PPO study schema (key-door rooms here, the
+    host-stepped games in ``host_ppo_config``): network, optimiser, loss and update shape."""
+
+    hidden_sizes: tuple[int, ...] = option((64, 64), "actor and critic MLP widths")
+    activation: str = option("tanh", f"hidden activation: {sorted(ACTIVATIONS)}")
+    lr: float = option(2.5e-4, "Adam learning rate")
+    gamma: float = option(0.99, "discount")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    clip_eps: float = option(0.2, "PPO clip range")
+    ent_coef: float = option(0.01, "entropy bonus weight")
+    vf_coef: float = option(0.5, "value loss weight")
+    max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    epochs: int = option(4, "epochs per rollout")
+    minibatches: int = option(4, "minibatches per epoch")
+    clip_value_loss: bool = option(True, "clip the value loss like the policy")
+
+    def hyper_kwargs(self) -> dict[str, float]:
+        """The ``PPOHyper.create`` keywords of this config's ``HYPER_KEYS`` fields."""
+        return {k: getattr(self, k) for k in HYPER_KEYS}
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOStudyConfig(PPOAgentFields):
     """Schema of ``configs/key_door/*.yaml`` (pre-training and fine-tuning share one file)."""
 
     name: str = option("key_door", "experiment name")
@@ -59,26 +86,14 @@ class PPOStudyConfig(RetentionOverrides):
     cue: float = option(0.5, "magnitude of the room-colour cue (Close +cue, Far -cue)")
     key_reward: float = option(0.2, "reward on the key pick-up step")
     # network
-    hidden_sizes: tuple[int, ...] = option((64, 64), "actor and critic MLP widths")
-    activation: str = option("tanh", "hidden activation")
     head_mode: str = option("shared", "shared (no task id, as Montezuma) or per_stage heads")
-    # PPO
-    lr: float = option(2.5e-4, "Adam learning rate")
-    gamma: float = option(0.99, "discount")
-    gae_lambda: float = option(0.95, "GAE lambda")
-    clip_eps: float = option(0.2, "PPO clip range")
-    ent_coef: float = option(0.01, "entropy bonus weight")
-    vf_coef: float = option(0.5, "value loss weight")
-    max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    # PPO (the agent's shared fields: PPOAgentFields)
     rnd: bool = option(False, "PPO + RND intrinsic reward (Burda et al. 2018; I's Montezuma agent)")
     ext_coef: float = option(1.0, "extrinsic advantage weight (I, Montezuma: 2)")
     int_coef: float = option(1.0, "intrinsic (RND) advantage weight (I, Montezuma: 1)")
     gamma_int: float = option(0.99, "intrinsic discount (I, Montezuma: 0.99)")
     num_envs: int = option(16, "parallel envs per run")
     num_steps: int = option(64, "rollout length per env and update")
-    epochs: int = option(4, "epochs per rollout")
-    minibatches: int = option(4, "minibatches per epoch")
-    clip_value_loss: bool = option(True, "clip the value loss like the policy")
     eval_mode: str = option("sample", "evaluation acts by sampling pi (sample) or argmax (greedy)")
     eval_episodes: int = option(20, "evaluation episodes per room and per sequence")
     steps_per_chunk: int = option(16_384, "env steps per compiled chunk (= evaluation interval)")
@@ -250,13 +265,7 @@ class _PPOAgent:
 
     def hyper(self, cfg: PPOStudyConfig, config: PPOConfig) -> PPOHyper:
         return PPOHyper.create(
-            lr=cfg.lr,
-            gamma=cfg.gamma,
-            gae_lambda=cfg.gae_lambda,
-            clip_eps=cfg.clip_eps,
-            ent_coef=cfg.ent_coef,
-            vf_coef=cfg.vf_coef,
-            max_grad_norm=cfg.max_grad_norm,
+            **cfg.hyper_kwargs(),
             ext_coef=cfg.ext_coef,
             int_coef=cfg.int_coef,
             gamma_int=cfg.gamma_int,
