@@ -68,12 +68,8 @@ def evaluate_actor(
     Episode ``i`` runs in ``MetaWorldSequence(config, seed=env_seeds(seed, episodes)[i])`` (the
     same starts whatever ``workers`` is); one jitted policy call per step acts for all episodes.
     """
-    from fpc_jax.envs.metaworld_cpu import (
-        MetaWorldSequence,
-        MetaWorldSequenceConfig,
-        MetaWorldSequenceVec,
-        env_seeds,
-    )
+    from fpc_jax.envs.metaworld_cpu import MetaWorldSequenceConfig
+    from fpc_jax.experiments.host_rollouts import play_episodes
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -81,28 +77,8 @@ def evaluate_actor(
     if policy is None:
         policy = functools.partial(_act, config, actor_params)
     stage = jnp.full((episodes,), head, jnp.int32)
-    success = np.zeros(episodes, bool)
-    active = np.ones(episodes, bool)
-    if workers:
-        with MetaWorldSequenceVec(
-            num_envs=episodes, seed=seed, workers=workers, config=env_config
-        ) as vec:
-            obs = vec.reset()
-            while active.any():
-                action = np.asarray(policy(jnp.asarray(obs), stage))
-                obs, _, terminated, truncated, _ = vec.step(action)
-                success |= active & terminated
-                active &= ~(terminated | truncated)
-        return success.tolist()
-    envs = [MetaWorldSequence(env_config, seed=s) for s in env_seeds(seed, episodes)]
-    obs = np.stack([e.reset() for e in envs])
-    while active.any():
-        action = np.asarray(policy(jnp.asarray(obs), stage))
-        for i in np.flatnonzero(active):
-            obs[i], _, terminated, truncated, _ = envs[i].step(action[i])
-            success[i] = terminated
-            active[i] = not (terminated or truncated)
-    return success.tolist()
+    solved = play_episodes(env_config, episodes, seed, workers, lambda o, _: policy(o, stage), T)
+    return (solved >= 1).tolist()
 
 
 def evaluate_policy(

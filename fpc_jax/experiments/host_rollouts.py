@@ -4,6 +4,7 @@ pi*'s Far-stage data for the retention anchors (``collect_far_data``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,6 +40,38 @@ def next_stage(stage_ids: np.ndarray, pos: np.ndarray, info: dict, done: np.ndar
     return stage_ids[np.minimum(pos, len(stage_ids) - 1)], pos
 
 
+def play_episodes(
+    cfg: MetaWorldSequenceConfig,
+    n: int,
+    seed: int,
+    workers: int,
+    act: Callable[[np.ndarray, np.ndarray], Any],
+    max_steps: int,
+) -> np.ndarray:
+    """Stages solved in each of ``n`` episodes of the sequence ``cfg``, the one host evaluation
+    loop of Meta-World: env ``i`` seeded as ``MetaWorldSequenceVec(seed=seed)`` seeds it (the
+    same starts whatever ``workers``), ``act(obs (n, 40), stage (n,)) -> actions (n, 4)`` acting
+    with each env's current head; stops when every episode has ended, or after ``max_steps``."""
+    vec = MetaWorldSequenceVec(config=cfg, num_envs=n, seed=seed, workers=min(workers, n))
+    try:
+        obs = vec.reset()
+        ids = np.asarray(cfg.stage_ids)
+        stage, pos = np.full(n, ids[0]), np.zeros(n, int)
+        solved = np.zeros(n)
+        finished = np.zeros(n, bool)
+        for _ in range(max_steps):
+            obs, _, term, trunc, info = vec.step(np.asarray(act(obs, stage)).reshape(n, ACT_DIM))
+            done = term | trunc
+            solved = np.where(done & ~finished, info["stages_solved"], solved)
+            finished |= done
+            stage, pos = next_stage(ids, pos, info, done)
+            if finished.all():
+                break
+        return solved
+    finally:
+        vec.close()
+
+
 def evaluate_runs(
     acting: Acting,
     actor_params: Any,
@@ -55,33 +88,21 @@ def evaluate_runs(
         raise ValueError(f"policy must be one of {EVAL_POLICIES}, got {policy!r}")
     k = seq.num_stages
 
+    n = runs * episodes
+
     def play(cfg: MetaWorldSequenceConfig, max_steps: int, key: jax.Array | None) -> np.ndarray:
-        n = runs * episodes
-        vec = MetaWorldSequenceVec(config=cfg, num_envs=n, seed=seed, workers=min(workers, n))
-        try:
-            obs = vec.reset()
-            ids = np.asarray(cfg.stage_ids)
-            stage, pos = np.full(n, ids[0]), np.zeros(n, int)
-            solved = np.zeros(n)
-            finished = np.zeros(n, bool)
-            for _ in range(max_steps):
-                o, st = obs.reshape(runs, episodes, OBS_DIM), stage.reshape(runs, episodes)
-                if key is None:
-                    a = acting.greedy(actor_params, o, st)
-                else:
-                    key, k_act = jax.random.split(key)
-                    ks = jax.random.split(k_act, n).reshape(runs, episodes)
-                    a = acting.sample(actor_params, o, st, ks)
-                obs, _, term, trunc, info = vec.step(np.asarray(a).reshape(n, ACT_DIM))
-                done = term | trunc
-                solved = np.where(done & ~finished, info["stages_solved"], solved)
-                finished |= done
-                stage, pos = next_stage(ids, pos, info, done)
-                if finished.all():
-                    break
-            return solved.reshape(runs, episodes)
-        finally:
-            vec.close()
+        keys = [key]
+
+        def act(obs: np.ndarray, stage: np.ndarray) -> jax.Array:
+            o, st = obs.reshape(runs, episodes, OBS_DIM), stage.reshape(runs, episodes)
+            if keys[0] is None:
+                return acting.greedy(actor_params, o, st)
+            keys[0], k_act = jax.random.split(keys[0])
+            return acting.sample(
+                actor_params, o, st, jax.random.split(k_act, n).reshape(o.shape[:2])
+            )
+
+        return play_episodes(cfg, n, seed, workers, act, max_steps).reshape(runs, episodes)
 
     def one_mode(key: jax.Array | None) -> dict[str, np.ndarray]:
         keys = [None] * (k + 1) if key is None else list(jax.random.split(key, k + 1))
