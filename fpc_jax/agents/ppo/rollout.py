@@ -137,6 +137,15 @@ class RNDStats:
     return_filter: jax.Array  # (num_envs,)
 
 
+def init_rnd_stats(obs_dim: int, num_envs: int) -> RNDStats:
+    """Fresh RND normalisers of one run with ``num_envs`` envs."""
+    return RNDStats(
+        obs=RunningMeanStd.create((obs_dim,)),
+        int_return=RunningMeanStd.create(),
+        return_filter=jnp.zeros((num_envs,), jnp.float32),
+    )
+
+
 @struct.dataclass
 class RunState:
     """Everything one run carries between chunks (checkpointed as a whole for resume).
@@ -192,11 +201,7 @@ def _init_run_state(
         jax.random.split(k_ep, static.num_envs), params
     )
     _, env_state = jax.vmap(env.reset)(jax.random.split(k_reset, static.num_envs), ep_params)
-    rnd = RNDStats(
-        obs=RunningMeanStd.create((train_state.config.obs_dim,)),
-        int_return=RunningMeanStd.create(),
-        return_filter=jnp.zeros((static.num_envs,), jnp.float32),
-    )
+    rnd = init_rnd_stats(train_state.config.obs_dim, static.num_envs)
     zero = jnp.zeros((), jnp.int32)
     return RunState(train_state, env_state, ep_params, rnd, key, zero, zero, zero)
 

@@ -19,8 +19,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from fpc_jax.agents.ppo.advantages import make_batch_builder
 from fpc_jax.agents.ppo.anchors import PPOAnchors
-from fpc_jax.agents.ppo.losses import PPOBatch, gae, rnd_error
 from fpc_jax.agents.ppo.networks import PPOConfig, make_policy, make_ppo_networks
 from fpc_jax.agents.ppo.rollout import (
     EVAL_MODES,
@@ -36,7 +36,6 @@ from fpc_jax.agents.ppo.rollout import (
 )
 from fpc_jax.agents.ppo.update import (
     PPOHyper,
-    PPOTrainState,
     init_train_state,
     train_state_from_params,
     update_epochs,
@@ -62,8 +61,6 @@ __all__ = [
     "make_train_chunk",
     "train_state_from_params",
 ]
-
-RND_OBS_CLIP = 5.0
 
 
 def make_evaluate(
@@ -146,28 +143,7 @@ def make_train_chunk(
     vmapped_step = jax.vmap(
         make_env_step(env, static, config, nets), in_axes=(None, 0, 0, 0, None, None)
     )
-    critic_tn = jax.vmap(jax.vmap(nets.critic_values, in_axes=(None, 0, 0)), in_axes=(None, 0, 0))
-    rnd_tn = jax.vmap(jax.vmap(nets.rnd_apply, in_axes=(None, 0)), in_axes=(None, 0))
-    gae_n = jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)
-
-    def intrinsic(ts: PPOTrainState, rnd: RNDStats, roll: Rollout, hyper: PPOHyper):
-        """Normalised intrinsic rewards (T, N) of the rollout, the RND inputs, new stats."""
-        obs_stats = rnd.obs.update(roll.next_obs.reshape(-1, config.obs_dim))
-        rnd_obs = jnp.clip(
-            (roll.next_obs - obs_stats.mean) / jnp.sqrt(obs_stats.var + 1e-8),
-            -RND_OBS_CLIP,
-            RND_OBS_CLIP,
-        )
-        raw = rnd_error(rnd_tn(ts.rnd_predictor, rnd_obs), rnd_tn(ts.rnd_target, rnd_obs))
-
-        def filt(f, r):
-            f = f * hyper.gamma_int + r
-            return f, f
-
-        return_filter, returns = jax.lax.scan(filt, rnd.return_filter, raw)
-        ret_stats = rnd.int_return.update(returns.reshape(-1))
-        reward = raw / jnp.sqrt(ret_stats.var + 1e-8)
-        return reward, rnd_obs, RNDStats(obs_stats, ret_stats, return_filter)
+    build_batch = make_batch_builder(config)
 
     def iteration(run: RunState, key, anchors, coefs, hyper, params, stage_pool):
         k_roll, k_upd = jax.random.split(key)
@@ -186,46 +162,7 @@ def make_train_chunk(
             jax.random.split(k_roll, (n_steps, n_env, 4)),
         )
         chex.assert_shape(roll.reward, (n_steps, n_env))
-        next_values = critic_tn(ts.critic_params, roll.next_obs, roll.next_stage)
-        adv, ret = gae_n(
-            roll.reward,
-            roll.value[..., 0],
-            next_values[..., 0],
-            roll.terminated,
-            roll.truncated,
-            hyper.gamma,
-            hyper.gae_lambda,
-        )
-        metrics = {"reward": jnp.mean(roll.reward)}
-        rnd = run.rnd
-        if config.rnd:
-            r_int, rnd_obs, rnd = intrinsic(ts, run.rnd, roll, hyper)
-            last_v = jax.vmap(nets.critic_values, in_axes=(None, 0, 0))(
-                ts.critic_params, env_state.obs, env_state.stage
-            )
-            v_int = roll.value[..., 1]
-            next_v_int = jnp.concatenate([v_int[1:], last_v[None, :, 1]])
-            never = jnp.zeros_like(roll.terminated)
-            adv_int, ret_int = gae_n(
-                r_int, v_int, next_v_int, never, never, hyper.gamma_int, hyper.gae_lambda
-            )
-            advantage = hyper.ext_coef * adv + hyper.int_coef * adv_int
-            returns = jnp.stack([ret, ret_int], axis=-1)
-            metrics["rnd/int_reward"] = jnp.mean(r_int)
-        else:
-            rnd_obs = roll.next_obs
-            advantage = adv
-            returns = ret[..., None]
-        batch = PPOBatch(
-            obs=roll.obs,
-            stage=roll.stage,
-            action=roll.action,
-            logp=roll.logp,
-            value=roll.value,
-            returns=returns,
-            advantage=advantage,
-            rnd_obs=rnd_obs,
-        )
+        batch, rnd, metrics = build_batch(ts, run.rnd, roll, env_state.obs, env_state.stage, hyper)
         flat = jax.tree.map(lambda x: x.reshape(n_steps * n_env, *x.shape[2:]), batch)
         ts, upd_metrics = update_epochs(
             ts,
