@@ -59,6 +59,22 @@ def test_vmapped_policy_step_equals_per_run():
         np.testing.assert_allclose(v[i], vi[0], rtol=1e-5, atol=1e-6)
 
 
+def test_rnd_stream_in_the_host_loop(tmp_path):
+    """PPO + RND from the Far starts (two value streams, intrinsic rewards from the predictor's
+    error), then fine-tuning from that pi*; a checkpoint without RND is refused by an RND run."""
+    cfg = cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"rnd": True, "methods": ["ft"]})
+    mzs.pretrain(cfg, tmp_path / "pretrain", log=lambda *_: None)
+    curves = np.load(tmp_path / "pretrain" / "pretrain_curves.npz")
+    r_int = curves["rnd__int_reward"]
+    assert r_int.shape == (2, 1) and np.isfinite(r_int).all() and (r_int > 0).all()
+    assert np.isfinite(curves["rnd__loss"]).all() and (curves["rnd__loss"] > 0).all()
+    out = mzs.finetune(cfg, tmp_path / "finetune", log=lambda *_: None)
+    assert np.isfinite(np.load(out / "finetune_curves.npz")["rnd__int_reward"]).all()
+    plain = dataclasses.replace(cfg, rnd=False, checkpoint=str(tmp_path / "pretrain" / "policy"))
+    with pytest.raises(CheckpointError, match="rnd: checkpoint True vs requested False"):
+        mzs.finetune(plain, tmp_path / "plain")
+
+
 def test_bad_input_clear_errors(tmp_path):
     with pytest.raises(cfglib.ConfigError, match="unknown Montezuma room 'room12'"):
         cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"pretrain_starts": ["room12"]})
@@ -66,8 +82,8 @@ def test_bad_input_clear_errors(tmp_path):
         cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"asset": str(tmp_path)})
     with pytest.raises(cfglib.ConfigError, match="replay buffer"):
         cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"methods": ["ft", "em"]})
-    with pytest.raises(cfglib.ConfigError, match="rnd"):
-        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"rnd": True})
+    with pytest.raises(cfglib.ConfigError, match="int_coef must be >= 0"):
+        cfglib.load(mzs.MontezumaStudyConfig, SMOKE, {"rnd": True, "int_coef": -1.0})
     cfg = cfglib.load(mzs.MontezumaStudyConfig, SMOKE)
     with pytest.raises(CheckpointError, match="no pre-trained policy"):
         mzs.finetune(dataclasses.replace(cfg, checkpoint=str(tmp_path / "none")), tmp_path)

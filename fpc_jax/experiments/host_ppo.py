@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fpc_jax.agents.ppo.advantages import make_batch_builder
 from fpc_jax.agents.ppo.anchors import make_anchors
 from fpc_jax.agents.ppo.diagnostics import make_diagnose
-from fpc_jax.agents.ppo.losses import PPOBatch, gae
 from fpc_jax.agents.ppo.networks import PPOConfig, make_ppo_networks, sample_action
+from fpc_jax.agents.ppo.rollout import Rollout, init_rnd_stats
 from fpc_jax.agents.ppo.update import (
     init_train_state,
     stack_runs,
@@ -76,11 +77,14 @@ def make_learner(config: PPOConfig, epochs: int, minibatches: int, clip_value_lo
     """``(act, update)``, jitted and vmapped over the runs axis.
 
     ``act(actor (R..), critic (R..), obs (R, N, D), keys (R,)) -> (action, logp, value)`` with
-    shapes ``(R, N)``, ``(R, N)``, ``(R, N, 1)``. ``update(states (R..), roll, anchors,
-    coefs (R..), hyper, keys (R,))``: GAE over each env's rollout (``roll`` leaves ``(R, T, N,
-    ...)``; ``final_obs`` the true next observation of every step) then ``update_epochs``;
-    ``anchors`` and ``hyper`` are shared by every run."""
+    shapes ``(R, N)``, ``(R, N)``, ``(R, N, V)`` (V = 2 with RND). ``update(states (R..), rnd
+    (R..), roll, anchors, coefs (R..), hyper, keys (R,)) -> (states, rnd, metrics)``: the batch
+    of each env's rollout (``agents/ppo/advantages.py``: GAE, plus RND's intrinsic stream when
+    ``config.rnd``; ``roll`` leaves ``(R, T, N, ...)``, ``final_obs`` the true next observation
+    of every step, ``last_obs`` ``(R, N, D)`` the observation after the rollout) then
+    ``update_epochs``; ``anchors`` and ``hyper`` are shared by every run."""
     nets = make_ppo_networks(config)
+    build_batch = make_batch_builder(config)
 
     def act_one(actor, critic, obs, key):
         stage = jnp.zeros(obs.shape[0], jnp.int32)
@@ -89,35 +93,24 @@ def make_learner(config: PPOConfig, epochs: int, minibatches: int, clip_value_lo
         value = jax.vmap(nets.critic_values, in_axes=(None, 0, 0))(critic, obs, stage)
         return action.astype(jnp.int32), logp, value
 
-    def update_one(ts, roll, anchors, coefs, hyper, key):
+    def update_one(ts, rnd, roll, anchors, coefs, hyper, key):
         t, n = roll["reward"].shape
         stage = jnp.zeros((t, n), jnp.int32)
-        values_tn = jax.vmap(
-            jax.vmap(nets.critic_values, in_axes=(None, 0, 0)), in_axes=(None, 0, 0)
-        )
-        next_value = values_tn(ts.critic_params, roll["final_obs"], stage)[..., 0]
-        gae_n = jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)
-        adv, ret = gae_n(
-            roll["reward"],
-            roll["value"][..., 0],
-            next_value,
-            roll["terminated"],
-            roll["truncated"],
-            hyper.gamma,
-            hyper.gae_lambda,
-        )
-        batch = PPOBatch(
+        rollout = Rollout(
             obs=roll["obs"],
             stage=stage,
             action=roll["action"],
             logp=roll["logp"],
             value=roll["value"],
-            returns=ret[..., None],
-            advantage=adv,
-            rnd_obs=roll["final_obs"],
+            reward=roll["reward"],
+            terminated=roll["terminated"],
+            truncated=roll["truncated"],
+            next_obs=roll["final_obs"],
+            next_stage=stage,
         )
+        batch, rnd, metrics = build_batch(ts, rnd, rollout, roll["last_obs"], stage[0], hyper)
         flat = jax.tree.map(lambda x: x.reshape(t * n, *x.shape[2:]), batch)
-        return update_epochs(
+        ts, upd = update_epochs(
             ts,
             flat,
             anchors,
@@ -128,9 +121,10 @@ def make_learner(config: PPOConfig, epochs: int, minibatches: int, clip_value_lo
             minibatches=minibatches,
             clip_value_loss=clip_value_loss,
         )
+        return ts, rnd, {**upd, **{k if "/" in k else f"ppo/{k}": v for k, v in metrics.items()}}
 
     act = jax.jit(jax.vmap(act_one))
-    update = jax.jit(jax.vmap(update_one, in_axes=(0, 0, None, 0, None, 0)))
+    update = jax.jit(jax.vmap(update_one, in_axes=(0, 0, 0, None, 0, None, 0)))
     return act, update
 
 
@@ -174,8 +168,11 @@ def train_runs(
     state_dir, curves_path = _state_dir(out_dir, tag), out_dir / f"{tag}_curves.npz"
     curves: dict[str, list] = {}
     done = 0
+    rnd = stack_runs([init_rnd_stats(config.obs_dim, n)] * r)  # RND normalisers per run
     if check_resume(cfg, out_dir, tag, total_steps) is not None:
-        (states, raw), info = ckpt.load_runs(state_dir, (states, jax.random.key_data(key)))
+        (states, rnd, raw), info = ckpt.load_runs(
+            state_dir, (states, rnd, jax.random.key_data(key))
+        )
         key, done = jax.random.wrap_key_data(raw), int(info["chunks_done"])
         curves = _load_curves(curves_path, done)
         log(f"[{tag}] resuming after chunk {done}/{n_chunks} (episodes in flight restart)")
@@ -220,8 +217,9 @@ def train_runs(
                     obs = nxt.reshape(r, n, -1)
                 batch = {k_: jnp.asarray(np.stack(v, axis=1)) for k_, v in roll.items()}
                 key, k = jax.random.split(key)
-                states, metrics = update(
-                    states, batch, anchors, coefs, hyper, jax.random.split(k, r)
+                batch["last_obs"] = jnp.asarray(obs)
+                states, rnd, metrics = update(
+                    states, rnd, batch, anchors, coefs, hyper, jax.random.split(k, r)
                 )
             step += cfg.steps_per_chunk
             with np.errstate(invalid="ignore"):  # NaN: no episode of that run ended
@@ -242,7 +240,7 @@ def train_runs(
             info = {"chunks_done": step // cfg.steps_per_chunk, "step": step, "tag": tag}
             ckpt.save_runs(
                 state_dir,
-                (states, jax.random.key_data(key)),
+                (states, rnd, jax.random.key_data(key)),
                 {**info, "resume_key": cfglib.resume_key(cfg)},
             )
     except KeyboardInterrupt:

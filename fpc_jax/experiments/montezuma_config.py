@@ -31,7 +31,6 @@ class MontezumaStudyConfig(HostPPOConfig):
     pretrain_starts: tuple[str, ...] = option(("room7", "room8", "room9"), "pi*'s Far starts")
     finetune_start: str = option(mz.GAME_START, "fine-tuning start (the game start)")
     reward_scale: float = option(0.01, "extrinsic reward multiplier (game points 100..3000) [U]")
-    rnd: bool = option(False, "PPO + RND: not in the host loop yet (must stay false)")
     pretrain_steps: int = option(
         131_072, "env steps of PPO from the Far starts", resume_extend=True
     )
@@ -42,8 +41,6 @@ class MontezumaStudyConfig(HostPPOConfig):
             bad.append(f"env must be {ENV!r}, got {self.env!r}")
         if self.obs != "ram":
             bad.append(f"obs must be 'ram' (the CPU-budget deviation), got {self.obs!r}")
-        if self.rnd:
-            bad.append("rnd: the host-env PPO loop has no RND stream yet; set rnd: false")
         if not self.pretrain_starts:
             bad.append("pretrain_starts must name at least one start")
         try:
@@ -63,6 +60,7 @@ def network(cfg: MontezumaStudyConfig) -> PPOConfig:
         num_actions=mz.NUM_ACTIONS,
         hidden_sizes=tuple(cfg.hidden_sizes),
         activation=cfg.activation,
+        rnd=cfg.rnd,
     )
 
 

@@ -99,6 +99,7 @@ def network(cfg: NetHackStudyConfig) -> PPOConfig:
         num_actions=nh.NUM_ACTIONS,
         hidden_sizes=tuple(cfg.hidden_sizes),
         activation=cfg.activation,
+        rnd=cfg.rnd,
     )
 
 

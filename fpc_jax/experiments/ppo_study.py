@@ -44,7 +44,18 @@ PPO_ENVS: tuple[str, ...] = ("key_door_rooms",)
 _ENV_OPTIONS = ("num_rooms", "height", "width", "view", "cue", "key_reward")
 
 
-HYPER_KEYS = ("lr", "gamma", "gae_lambda", "clip_eps", "ent_coef", "vf_coef", "max_grad_norm")
+HYPER_KEYS = (
+    "lr",
+    "gamma",
+    "gae_lambda",
+    "clip_eps",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "ext_coef",
+    "int_coef",
+    "gamma_int",
+)
 """``PPOHyper`` fields every PPO schema has (``PPOAgentFields``)."""
 
 
@@ -62,6 +73,10 @@ class PPOAgentFields(RetentionOverrides):
     ent_coef: float = option(0.01, "entropy bonus weight")
     vf_coef: float = option(0.5, "value loss weight")
     max_grad_norm: float = option(0.5, "global gradient-norm clip")
+    rnd: bool = option(False, "PPO + RND intrinsic reward (Burda et al. 2018; I's Montezuma agent)")
+    ext_coef: float = option(1.0, "extrinsic advantage weight (I, Montezuma: 2)")
+    int_coef: float = option(1.0, "intrinsic (RND) advantage weight (I, Montezuma: 1)")
+    gamma_int: float = option(0.99, "intrinsic discount (I, Montezuma: 0.99)")
     epochs: int = option(4, "epochs per rollout")
     minibatches: int = option(4, "minibatches per epoch")
     clip_value_loss: bool = option(True, "clip the value loss like the policy")
@@ -87,11 +102,7 @@ class PPOStudyConfig(PPOAgentFields):
     key_reward: float = option(0.2, "reward on the key pick-up step")
     # network
     head_mode: str = option("shared", "shared (no task id, as Montezuma) or per_stage heads")
-    # PPO (the agent's shared fields: PPOAgentFields)
-    rnd: bool = option(False, "PPO + RND intrinsic reward (Burda et al. 2018; I's Montezuma agent)")
-    ext_coef: float = option(1.0, "extrinsic advantage weight (I, Montezuma: 2)")
-    int_coef: float = option(1.0, "intrinsic (RND) advantage weight (I, Montezuma: 1)")
-    gamma_int: float = option(0.99, "intrinsic discount (I, Montezuma: 0.99)")
+    # PPO: the agent's shared fields are in PPOAgentFields
     num_envs: int = option(16, "parallel envs per run")
     num_steps: int = option(64, "rollout length per env and update")
     eval_mode: str = option("sample", "evaluation acts by sampling pi (sample) or argmax (greedy)")
@@ -264,12 +275,7 @@ class _PPOAgent:
         )
 
     def hyper(self, cfg: PPOStudyConfig, config: PPOConfig) -> PPOHyper:
-        return PPOHyper.create(
-            **cfg.hyper_kwargs(),
-            ext_coef=cfg.ext_coef,
-            int_coef=cfg.int_coef,
-            gamma_int=cfg.gamma_int,
-        )
+        return PPOHyper.create(**cfg.hyper_kwargs())
 
     def loop_static(self, cfg: PPOStudyConfig, phase: str) -> LoopStatic:
         return LoopStatic(
