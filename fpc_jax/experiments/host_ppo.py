@@ -229,11 +229,10 @@ def train_runs(
             for name, v in jax.device_get(metrics).items():
                 curves.setdefault(name, []).append(np.asarray(v))
             far = " ".join(f"{v:.2f}" for v in np.asarray(curves["eval/far_success"][-1]))
-            done_eps = curves["train/episodes"][-1]
-            ret = (rets.sum() / done_eps.sum()) if done_eps.sum() else float("nan")
+            ret = rets.sum() / eps.sum() if eps.sum() else float("nan")
             log(
                 f"[{tag}] {step}/{total_steps} steps/run, {time.perf_counter() - t0:.0f}s; "
-                f"train return {ret:.1f} ({int(done_eps.sum())} episodes), Far success at chunk "
+                f"train return {ret:.1f} ({int(eps.sum())} episodes), Far success at chunk "
                 f"start [{far}]"
             )
             _save_curves(curves_path, curves, cfg.steps_per_chunk)  # then the state: see _load

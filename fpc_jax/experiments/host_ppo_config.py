@@ -73,11 +73,7 @@ class HostPPOConfig(ppo_study.PPOAgentFields):
             if getattr(self, k) < 1 or getattr(self, k) % max(self.steps_per_chunk, 1):
                 bad.append(f"{k} must be a positive multiple of steps_per_chunk")
         try:
-            PPOHyper.create(**hyper_kwargs(self))
+            PPOHyper.create(**self.hyper_kwargs())
         except ValueError as e:
             bad.append(str(e))
         return bad
-
-
-def hyper_kwargs(cfg: HostPPOConfig) -> dict[str, float]:
-    return cfg.hyper_kwargs()

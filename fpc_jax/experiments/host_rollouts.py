@@ -91,13 +91,12 @@ def evaluate_runs(
     n = runs * episodes
 
     def play(cfg: MetaWorldSequenceConfig, max_steps: int, key: jax.Array | None) -> np.ndarray:
-        keys = [key]
-
         def act(obs: np.ndarray, stage: np.ndarray) -> jax.Array:
+            nonlocal key
             o, st = obs.reshape(runs, episodes, OBS_DIM), stage.reshape(runs, episodes)
-            if keys[0] is None:
+            if key is None:
                 return acting.greedy(actor_params, o, st)
-            keys[0], k_act = jax.random.split(keys[0])
+            key, k_act = jax.random.split(key)
             return acting.sample(
                 actor_params, o, st, jax.random.split(k_act, n).reshape(o.shape[:2])
             )

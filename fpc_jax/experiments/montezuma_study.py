@@ -30,7 +30,6 @@ from fpc_jax.experiments.montezuma_config import (  # noqa: F401 (the schema liv
     ROUTE,
     MontezumaStudyConfig,
     default_out,
-    hyper_kwargs,
     network,
 )
 from fpc_jax.retention.penalties import RetentionCoefs
@@ -122,7 +121,7 @@ def pretrain(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     check_resume(cfg, out_dir, "pretrain", cfg.pretrain_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
+    config, hyper = network(cfg), PPOHyper.create(**cfg.hyper_kwargs())
     game = MontezumaGame(tuple(cfg.pretrain_starts))
     key = jax.random.key(cfg.seed)
     state = init_train_state(config, hyper, jax.random.fold_in(key, 0))
@@ -174,7 +173,7 @@ def finetune(cfg: MontezumaStudyConfig, out_dir: str | Path, log=print) -> Path:
     check_resume(cfg, out_dir, "finetune", cfg.finetune_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
+    config, hyper = network(cfg), PPOHyper.create(**cfg.hyper_kwargs())
     path, pre = load_pretrained(cfg, config, out_dir)
     game = MontezumaGame(tuple(pre.meta.get("far_starts", cfg.pretrain_starts)))
     data = far_states(cfg, game, config, pre.state, game.far_starts, out_dir, log)

@@ -8,7 +8,7 @@ import dataclasses
 from fpc_jax.agents.ppo.networks import PPOConfig
 from fpc_jax.envs import nle_nethack as nh
 from fpc_jax.experiments import config as cfglib
-from fpc_jax.experiments.host_ppo_config import HostPPOConfig, hyper_kwargs  # noqa: F401
+from fpc_jax.experiments.host_ppo_config import HostPPOConfig
 from fpc_jax.experiments.study_config import option
 
 ENV = "nle/nethack"

@@ -32,7 +32,6 @@ from fpc_jax.experiments.nethack_config import (  # noqa: F401 (the schema lives
     ENV,
     NetHackStudyConfig,
     default_out,
-    hyper_kwargs,
     network,
 )
 
@@ -61,29 +60,25 @@ class NetHackGame:
 
     def play(self, cfg, policy, runs, start, key) -> dict[str, np.ndarray]:
         """One episode per env (``runs x eval_episodes`` envs, the same games at every call):
-        ``max_depth``, ``score`` gained and ``start_depth``, each ``(R, E)``."""
+        ``max_depth`` and ``score`` gained, each ``(R, E)``."""
         r, e = runs, cfg.eval_episodes
         seed = cfg.eval_seed + (start == "far")
         vec, obs = self.open(cfg, r * e, seed, start, cfg.eval_max_steps)
         done, gained = np.zeros(r * e, bool), np.zeros(r * e)
-        depth, first = np.zeros(r * e, np.int64), np.zeros(r * e, np.int64)
+        depth = np.zeros(r * e, np.int64)
         try:
             for t in range(cfg.eval_max_steps):
                 a = policy(obs.reshape(r, e, -1), jax.random.fold_in(key, t))
                 obs, reward, term, trunc, info = vec.step(a.reshape(-1))
                 gained += np.where(done, 0.0, reward)
                 new = (term | trunc) & ~done
-                depth[new], first[new] = info["max_depth"][new], info["start_depth"][new]
+                depth[new] = info["max_depth"][new]
                 done |= new
                 if done.all():
                     break
         finally:
             vec.close()
-        return {
-            "max_depth": depth.reshape(r, e),
-            "score": gained.reshape(r, e),
-            "start_depth": first.reshape(r, e),
-        }
+        return {"max_depth": depth.reshape(r, e), "score": gained.reshape(r, e)}
 
     def evaluate(self, cfg, policy, runs, key) -> dict[str, np.ndarray]:
         close = self.play(cfg, policy, runs, "close", jax.random.fold_in(key, 0))
@@ -217,7 +212,7 @@ def pretrain(cfg: NetHackStudyConfig, out_dir: str | Path, log=print) -> Path:
     """pi* = BC of the bot, evaluated on the Far and Close starts; writes ``out/policy``."""
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
+    config, hyper = network(cfg), PPOHyper.create(**cfg.hyper_kwargs())
     key, t0 = jax.random.key(cfg.seed), time.perf_counter()
     params, stats = clone_bot(cfg, config, jax.random.fold_in(key, 0), log)
     state = train_state_from_params(config, hyper, params["actor"], params["critic"])
@@ -268,7 +263,7 @@ def finetune(cfg: NetHackStudyConfig, out_dir: str | Path, log=print) -> Path:
     host_ppo.check_resume(cfg, out_dir, "finetune", cfg.finetune_steps)  # before any write
     out_dir = results.make_run_dir(out_dir)
     cfglib.dump(cfg, out_dir / "config.yaml")
-    config, hyper = network(cfg), PPOHyper.create(**hyper_kwargs(cfg))
+    config, hyper = network(cfg), PPOHyper.create(**cfg.hyper_kwargs())
     path, pre = host_ppo.load_pretrained(cfg, config, out_dir)
     for k in ("env", "far_depth", "crop", "character"):
         if pre.meta.get(k) != getattr(cfg, k):
